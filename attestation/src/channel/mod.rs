@@ -1,0 +1,46 @@
+//! The attested channel: Oblivious HTTP (RFC 9458) over Binary HTTP (RFC 9292), whole
+//! and chunked (draft-ietf-ohai-chunked-ohttp), with padding.
+//!
+//! The enclave holds [`ServerKeys`]; clients seal to a [`Target`] made from a verified
+//! enclave identity. The `ohttp` and `bhttp` crates (rust-hpke backend) do the
+//! cryptography and framing; this module chooses suites, pads, bounds sizes and turns
+//! every failure into a typed [`ChannelError`] without plaintext in it.
+//!
+//! ```
+//! use veil_attestation::channel::{AeadKind, Limits, Request, Response, ServerKeys, Target};
+//!
+//! let keys = ServerKeys::generate()?;                     // in the enclave
+//! let config = keys.configs().configs()[0].clone();       // published, then attested
+//! let target = Target::dangerous_unverified(config, AeadKind::Aes128Gcm)?;
+//!
+//! let (sealed, pending) = target.seal_request(&Request::new("GET", "/v1/models", vec![]))?;
+//! let (request, sealer) = keys.open_request(&target.key_id(), &sealed, &Limits::default())?;
+//! assert_eq!(request.path, "/v1/models");
+//! let reply = sealer.seal(&Response::new(200, b"{}".to_vec()))?;
+//! assert_eq!(pending.open(&reply)?.body, b"{}");
+//! # Ok::<(), veil_attestation::channel::ChannelError>(())
+//! ```
+
+mod client;
+mod error;
+mod io;
+mod keys;
+mod message;
+pub mod padding;
+mod server;
+
+pub use client::{PendingChunkedResponse, PendingResponse, ResponseStream, Target};
+pub use error::ChannelError;
+pub use io::BoxRead;
+pub use keys::{AeadKind, KemKind, KeyConfig, KeyConfigList, KeyId, ServerKeys};
+pub use message::{Headers, Request, Response};
+pub use server::{ChunkedResponseSealer, Limits, PADDING_FIELD, ResponseSealer};
+
+/// Media type of a whole sealed request.
+pub const REQUEST_MEDIA_TYPE: &str = "message/ohttp-req";
+/// Media type of a whole sealed response.
+pub const RESPONSE_MEDIA_TYPE: &str = "message/ohttp-res";
+/// Media type of a chunked sealed request.
+pub const CHUNKED_REQUEST_MEDIA_TYPE: &str = "message/ohttp-chunked-req";
+/// Media type of a chunked sealed response.
+pub const CHUNKED_RESPONSE_MEDIA_TYPE: &str = "message/ohttp-chunked-res";

@@ -1,0 +1,21 @@
+//! veil's shared library.
+//!
+//! - [`channel`]: the attested channel, Oblivious HTTP (RFC 9458) over Binary HTTP
+//!   (RFC 9292), whole and chunked, padded.
+//! - [`claims`]: `claims-core` and the GPU-nonce and report-data derivations that bind
+//!   the enclave's keys into hardware evidence.
+//! - [`receipt`]: signed usage receipts.
+//! - [`bundle`]: the attestation bundle's JSON types.
+//! - [`sim`]: the simulated TEE (development only; rejected by default policies).
+//! - [`verify`]: bundle verification against a [`verify::Policy`], time passed in.
+//!
+//! What it deliberately does not do (yet): verify SEV-SNP, TDX or NVIDIA evidence.
+//! Bundles carrying them are refused, never accepted unchecked.
+
+pub mod bundle;
+pub mod bytes;
+pub mod channel;
+pub mod claims;
+pub mod receipt;
+pub mod sim;
+pub mod verify;

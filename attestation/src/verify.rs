@@ -1,0 +1,257 @@
+//! Bundle verification against a policy, with the clock as a parameter.
+//!
+//! Steps, numbered as in [`verify_bundle`]:
+//! 1. the bundle version;
+//! 2. the key configurations parse, and the listed key ids equal the recomputed ones;
+//! 3. the claimed platform matches the CPU evidence; GPU evidence is GPU evidence;
+//! 4. `claims-core`, the GPU evidence digest and the report data are recomputed;
+//! 5. the CPU evidence verifies and carries that report data (simulated evidence only
+//!    when the policy says `insecure_allow_sim`);
+//! 6. the GPU evidence verifies with the GPU nonce;
+//! 7. the evidence is not older than the policy allows, nor from the future.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::bundle::{Bundle, Evidence, gpu_evidence_digest};
+use crate::bytes::Sha256Digest;
+use crate::channel::{ChannelError, KeyConfigList};
+use crate::claims::{ClaimsCore, Platform};
+use crate::receipt::ReceiptPublicKey;
+use crate::sim::SimError;
+
+/// Clock skew tolerated for evidence that claims to come from the future.
+pub const MAX_SKEW_SECONDS: i64 = 300;
+
+/// What a client, gateway or auditor accepts. Unknown keys are errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Accept the simulated TEE. Never by default: it proves nothing.
+    pub insecure_allow_sim: bool,
+    /// The oldest evidence accepted, in seconds.
+    pub max_evidence_age_seconds: u64,
+    /// Accepted model manifest digests; empty accepts any.
+    pub model_manifest_digests: Vec<Sha256Digest>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            insecure_allow_sim: false,
+            max_evidence_age_seconds: 24 * 3600,
+            model_manifest_digests: Vec::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// The default policy, but accepting the simulated TEE. Development only.
+    #[must_use]
+    pub fn insecure_allow_sim() -> Self {
+        Self {
+            insecure_allow_sim: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Why a bundle was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Step 1.
+    #[error("bundle version {0} is not supported")]
+    Version(u32),
+    /// Step 2.
+    #[error("key configurations: {0}")]
+    KeyConfigs(#[from] ChannelError),
+    /// Step 2.
+    #[error("listed key ids differ from those recomputed from the key configurations")]
+    KeyIdMismatch,
+    /// Step 3.
+    #[error("claimed platform {claimed} but the CPU evidence is {found}")]
+    PlatformMismatch {
+        /// From the claims.
+        claimed: &'static str,
+        /// The evidence's type.
+        found: &'static str,
+    },
+    /// Step 3.
+    #[error("{0} evidence where GPU evidence was expected")]
+    NotGpuEvidence(&'static str),
+    /// Step 5: the policy forbids the simulated TEE.
+    #[error("the bundle comes from the SIMULATED TEE, which the policy does not allow")]
+    SimulatedNotAllowed,
+    /// Step 5.
+    #[error("simulated evidence: {0}")]
+    Sim(#[from] SimError),
+    /// Steps 5 and 6: verification of this platform is not available in this build.
+    #[error("verification of {0} evidence is not implemented yet; refusing (fail closed)")]
+    UnsupportedPlatform(&'static str),
+    /// Step 7.
+    #[error("evidence produced at {produced_at} is {age_seconds} s old; the policy allows {max_seconds} s")]
+    TooOld {
+        /// When.
+        produced_at: String,
+        /// Its age.
+        age_seconds: i64,
+        /// The limit.
+        max_seconds: u64,
+    },
+    /// Step 7.
+    #[error("evidence claims to be produced at {0}, in the future")]
+    FromTheFuture(String),
+    /// The policy's model list.
+    #[error("model manifest digest {0} is not allowed by the policy")]
+    ModelNotAllowed(Sha256Digest),
+}
+
+/// A value that passed verification. Only this module constructs it.
+#[derive(Debug, Clone)]
+pub struct Verified<T>(T);
+
+impl<T> std::ops::Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// What a verified bundle establishes about an enclave.
+#[derive(Debug, Clone)]
+pub struct EnclaveIdentity {
+    key_configs: KeyConfigList,
+    receipt_public_key: ReceiptPublicKey,
+    model_manifest_digest: Sha256Digest,
+    platform: Platform,
+    enclave_version: String,
+    produced_at: OffsetDateTime,
+}
+
+impl EnclaveIdentity {
+    /// The attested key configurations.
+    #[must_use]
+    pub fn key_configs(&self) -> &KeyConfigList {
+        &self.key_configs
+    }
+    /// The attested receipt key.
+    #[must_use]
+    pub fn receipt_public_key(&self) -> &ReceiptPublicKey {
+        &self.receipt_public_key
+    }
+    /// The attested model manifest digest.
+    #[must_use]
+    pub fn model_manifest_digest(&self) -> &Sha256Digest {
+        &self.model_manifest_digest
+    }
+    /// The platform.
+    #[must_use]
+    pub fn platform(&self) -> Platform {
+        self.platform
+    }
+    /// Whether this is the simulated TEE (tools print a warning when it is).
+    #[must_use]
+    pub fn is_simulated(&self) -> bool {
+        self.platform == Platform::Sim
+    }
+    /// The enclave version.
+    #[must_use]
+    pub fn enclave_version(&self) -> &str {
+        &self.enclave_version
+    }
+    /// When the evidence was produced.
+    #[must_use]
+    pub fn produced_at(&self) -> OffsetDateTime {
+        self.produced_at
+    }
+}
+
+/// Verify `bundle` against `policy` at time `now`.
+pub fn verify_bundle(
+    bundle: &Bundle,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Result<Verified<EnclaveIdentity>, VerifyError> {
+    // 1. Version.
+    if bundle.version != crate::bundle::VERSION {
+        return Err(VerifyError::Version(bundle.version));
+    }
+    // 2. Key configurations and their ids.
+    let claims = &bundle.claims;
+    let key_configs = KeyConfigList::parse(&claims.key_configs.0)?;
+    let ids: Vec<_> = key_configs.configs().iter().map(|c| c.id()).collect();
+    if ids.len() != claims.key_ids.len()
+        || !ids.iter().zip(&claims.key_ids).all(|(a, b)| a.ct_eq(b))
+    {
+        return Err(VerifyError::KeyIdMismatch);
+    }
+    // 3. Platform and evidence kinds.
+    let found = bundle.cpu.kind();
+    if found != claims.platform.name() {
+        return Err(VerifyError::PlatformMismatch {
+            claimed: claims.platform.name(),
+            found,
+        });
+    }
+    if let Some(g) = bundle.gpus.iter().find(|g| !matches!(g, Evidence::NvidiaGpu(_))) {
+        return Err(VerifyError::NotGpuEvidence(g.kind()));
+    }
+    // 4. Recompute the binding.
+    let model_manifest_digest = claims.model_manifest.digest();
+    let core = ClaimsCore {
+        key_configs: &key_configs,
+        receipt_public_key: &claims.receipt_public_key,
+        model_manifest_digest: &model_manifest_digest,
+        platform: claims.platform,
+        enclave_version: &claims.enclave_version,
+    };
+    let report_data = core.report_data(&gpu_evidence_digest(&bundle.gpus));
+    // 5. CPU evidence.
+    match &bundle.cpu {
+        Evidence::Sim(sim) => {
+            if !policy.insecure_allow_sim {
+                return Err(VerifyError::SimulatedNotAllowed);
+            }
+            sim.verify(&report_data)?;
+        }
+        other => return Err(VerifyError::UnsupportedPlatform(other.kind())),
+    }
+    // 6. GPU evidence.
+    if let Some(g) = bundle.gpus.first() {
+        return Err(VerifyError::UnsupportedPlatform(g.kind()));
+    }
+    // 7. Age.
+    let age = (now - bundle.produced_at).whole_seconds();
+    if age < -MAX_SKEW_SECONDS {
+        return Err(VerifyError::FromTheFuture(fmt_time(bundle.produced_at)));
+    }
+    if age > i64::try_from(policy.max_evidence_age_seconds).unwrap_or(i64::MAX) {
+        return Err(VerifyError::TooOld {
+            produced_at: fmt_time(bundle.produced_at),
+            age_seconds: age,
+            max_seconds: policy.max_evidence_age_seconds,
+        });
+    }
+    if !policy.model_manifest_digests.is_empty()
+        && !policy
+            .model_manifest_digests
+            .iter()
+            .any(|d| d.ct_eq(&model_manifest_digest))
+    {
+        return Err(VerifyError::ModelNotAllowed(model_manifest_digest));
+    }
+    Ok(Verified(EnclaveIdentity {
+        key_configs,
+        receipt_public_key: claims.receipt_public_key,
+        model_manifest_digest,
+        platform: claims.platform,
+        enclave_version: claims.enclave_version.clone(),
+        produced_at: bundle.produced_at,
+    }))
+}
+
+fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}

@@ -1,0 +1,1 @@
+//! Whole-system tests live in `tests/`; they start the real binaries.
