@@ -34,14 +34,25 @@ impl ServerKeys {
         encapsulated: &[u8],
         limits: &Limits,
     ) -> Result<(Request, ResponseSealer), ChannelError> {
+        let (plaintext, sealer) = self.decapsulate(key_id, encapsulated, limits)?;
+        let request = Request::from_padded_bhttp(&plaintext)?;
+        Ok((request, sealer))
+    }
+
+    /// Decapsulate a whole-message request to its Binary HTTP bytes (with any padding),
+    /// without parsing them. [`ServerKeys::open_request`] is this plus the parse.
+    pub fn decapsulate(
+        &self,
+        key_id: &KeyId,
+        encapsulated: &[u8],
+        limits: &Limits,
+    ) -> Result<(Zeroizing<Vec<u8>>, ResponseSealer), ChannelError> {
         check_size(encapsulated.len(), limits)?;
         let server = self.server(key_id)?;
         let (plaintext, response) = server
             .decapsulate(encapsulated)
             .map_err(|e| ChannelError::from_open(&e))?;
-        let plaintext = Zeroizing::new(plaintext);
-        let request = Request::from_padded_bhttp(&plaintext)?;
-        Ok((request, ResponseSealer { inner: response }))
+        Ok((Zeroizing::new(plaintext), ResponseSealer { inner: response }))
     }
 
     /// Open a chunked request (`message/ohttp-chunked-req`) held in memory.

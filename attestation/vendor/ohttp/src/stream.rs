@@ -241,7 +241,7 @@ impl<D> ClientRequest<D> {
             state: ClientResponseState::Header {
                 enc,
                 secret,
-                nonce: [0; 16],
+                nonce: [0; 32], // veil patch: max(Nn, Nk) is 32 for ChaCha20-Poly1305
                 read: 0,
             },
         })
@@ -740,7 +740,7 @@ enum ClientResponseState {
     Header {
         enc: Vec<u8>,
         secret: SymKey,
-        nonce: [u8; 16],
+        nonce: [u8; 32],
         read: usize,
     },
     Body {
