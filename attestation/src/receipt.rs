@@ -283,7 +283,8 @@ impl ReceiptSigner {
         let sig = self.key.sign(&msg);
         Ok(SignedReceipt {
             receipt,
-            signature: Signature::from_slice(sig.as_ref()).map_err(|_| ReceiptError::Key("sign"))?,
+            signature: Signature::from_slice(sig.as_ref())
+                .map_err(|_| ReceiptError::Key("sign"))?,
         })
     }
 }
@@ -316,7 +317,10 @@ mod tests {
         let back = SignedReceipt::parse_json(&json).unwrap();
         back.verify(&signer.public_key()).unwrap();
         let other = ReceiptSigner::generate().unwrap();
-        assert_eq!(signed.verify(&other.public_key()), Err(ReceiptError::BadSignature));
+        assert_eq!(
+            signed.verify(&other.public_key()),
+            Err(ReceiptError::BadSignature)
+        );
     }
 
     #[test]
@@ -324,7 +328,10 @@ mod tests {
         let signer = ReceiptSigner::generate().unwrap();
         let mut signed = signer.sign(sample()).unwrap();
         signed.receipt.completion_tokens = 1;
-        assert_eq!(signed.verify(&signer.public_key()), Err(ReceiptError::BadSignature));
+        assert_eq!(
+            signed.verify(&signer.public_key()),
+            Err(ReceiptError::BadSignature)
+        );
     }
 
     #[test]

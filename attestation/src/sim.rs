@@ -53,9 +53,9 @@ pub enum SimError {
     #[error("report data mismatch: expected {expected}, found {found}")]
     ReportDataMismatch {
         /// Recomputed from the claims.
-        expected: ReportData,
+        expected: Box<ReportData>,
         /// In the evidence.
-        found: ReportData,
+        found: Box<ReportData>,
     },
     /// Key generation failed.
     #[error("simulated platform key: {0}")]
@@ -129,8 +129,8 @@ impl SimEvidence {
             .map_err(|_| SimError::BadSignature)?;
         if !self.report_data.ct_eq(expected) {
             return Err(SimError::ReportDataMismatch {
-                expected: *expected,
-                found: self.report_data,
+                expected: Box::new(*expected),
+                found: Box::new(self.report_data),
             });
         }
         Ok(())

@@ -90,7 +90,9 @@ pub enum VerifyError {
     #[error("verification of {0} evidence is not implemented yet; refusing (fail closed)")]
     UnsupportedPlatform(&'static str),
     /// Step 7.
-    #[error("evidence produced at {produced_at} is {age_seconds} s old; the policy allows {max_seconds} s")]
+    #[error(
+        "evidence produced at {produced_at} is {age_seconds} s old; the policy allows {max_seconds} s"
+    )]
     TooOld {
         /// When.
         produced_at: String,
@@ -194,7 +196,11 @@ pub fn verify_bundle(
             found,
         });
     }
-    if let Some(g) = bundle.gpus.iter().find(|g| !matches!(g, Evidence::NvidiaGpu(_))) {
+    if let Some(g) = bundle
+        .gpus
+        .iter()
+        .find(|g| !matches!(g, Evidence::NvidiaGpu(_)))
+    {
         return Err(VerifyError::NotGpuEvidence(g.kind()));
     }
     // 4. Recompute the binding.

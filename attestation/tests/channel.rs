@@ -34,11 +34,17 @@ fn rfc9458_appendix_a_request_decapsulates_to_the_appendix_bytes() {
     assert_eq!(config.key_id(), 1);
     assert_eq!(config.kem(), KemKind::X25519);
     assert_eq!(config.kem().id(), 0x0020);
-    assert_eq!(config.aeads(), &[AeadKind::Aes128Gcm, AeadKind::ChaCha20Poly1305]);
+    assert_eq!(
+        config.aeads(),
+        &[AeadKind::Aes128Gcm, AeadKind::ChaCha20Poly1305]
+    );
 
     let enc = hex_field(&v, &["rfc", "encapsulated_request"]);
     let (plaintext, _sealer) = keys.decapsulate(&config.id(), &enc, &limits()).unwrap();
-    assert_eq!(&plaintext[..], &hex_field(&v, &["rfc", "request_bhttp"])[..]);
+    assert_eq!(
+        &plaintext[..],
+        &hex_field(&v, &["rfc", "request_bhttp"])[..]
+    );
 
     // And it parses as the appendix's request: GET https://example.com/.
     let (request, sealer) = keys.open_request(&config.id(), &enc, &limits()).unwrap();
@@ -60,10 +66,16 @@ fn rfc9458_request_every_byte_flip_and_truncation_is_a_typed_error() {
     for i in 0..enc.len() {
         let mut t = enc.clone();
         t[i] ^= 0x80;
-        assert!(keys.open_request(&id, &t, &limits()).is_err(), "flip at {i}");
+        assert!(
+            keys.open_request(&id, &t, &limits()).is_err(),
+            "flip at {i}"
+        );
     }
     for n in 0..enc.len() {
-        assert!(keys.open_request(&id, &enc[..n], &limits()).is_err(), "prefix {n}");
+        assert!(
+            keys.open_request(&id, &enc[..n], &limits()).is_err(),
+            "prefix {n}"
+        );
     }
 }
 
@@ -83,13 +95,19 @@ fn whole_message_round_trips_every_size_and_suite() {
     for target in targets(&keys) {
         for (i, &size) in SIZES.iter().enumerate() {
             let mut req = Request::new("POST", "/v1/chat/completions", body(size, i as u64 + 1));
-            req.headers.push("content-type", "application/json").unwrap();
+            req.headers
+                .push("content-type", "application/json")
+                .unwrap();
             let (sealed, pending) = target.seal_request(&req).unwrap();
-            let (opened, sealer) = keys.open_request(&target.key_id(), &sealed, &limits()).unwrap();
+            let (opened, sealer) = keys
+                .open_request(&target.key_id(), &sealed, &limits())
+                .unwrap();
             assert_eq!(opened, req, "{target:?} {size}");
 
             let mut resp = Response::new(200, body(size, i as u64 + 100));
-            resp.headers.push("content-type", "application/json").unwrap();
+            resp.headers
+                .push("content-type", "application/json")
+                .unwrap();
             resp.trailers.push("veil-receipt", "r.s").unwrap();
             let reply = sealer.seal(&resp).unwrap();
             assert_eq!(pending.open(&reply).unwrap(), resp, "{target:?} {size}");
@@ -110,7 +128,9 @@ fn chunked_round_trips_every_size_and_suite() {
             assert_eq!(opened, req, "{target:?} {size}");
 
             let mut resp = Response::new(201, body(size, i as u64 + 70));
-            resp.headers.push("content-type", "application/octet-stream").unwrap();
+            resp.headers
+                .push("content-type", "application/octet-stream")
+                .unwrap();
             resp.trailers.push("veil-receipt", "abc.def").unwrap();
             let reply = sealer.seal_whole(&resp).unwrap();
             assert_eq!(pending.open_all(reply).unwrap(), resp, "{target:?} {size}");
@@ -121,12 +141,18 @@ fn chunked_round_trips_every_size_and_suite() {
 /// One streamed exchange: the sealed request, and the response as the list of byte
 /// runs returned by the sealer (head, each event, end).
 fn streamed(keys: &ServerKeys, target: &Target, events: &[&str]) -> (Vec<Vec<u8>>, Target) {
-    let req = Request::new("POST", "/v1/chat/completions", b"{\"stream\":true}".to_vec());
+    let req = Request::new(
+        "POST",
+        "/v1/chat/completions",
+        b"{\"stream\":true}".to_vec(),
+    );
     let (sealed, _pending) = target.seal_chunked_request(&req).unwrap();
     let (_, mut sealer) = keys
         .open_chunked_request(&target.key_id(), &sealed, &limits())
         .unwrap();
-    let headers = Headers::new().with("content-type", "text/event-stream").unwrap();
+    let headers = Headers::new()
+        .with("content-type", "text/event-stream")
+        .unwrap();
     let mut runs = vec![sealer.seal_head(200, &headers).unwrap()];
     for e in events {
         runs.push(sealer.seal_event(e.as_bytes()).unwrap());
@@ -141,12 +167,18 @@ fn stream_exchange(
     target: &Target,
     events: &[&str],
 ) -> (Vec<u8>, veil_attestation::channel::PendingChunkedResponse) {
-    let req = Request::new("POST", "/v1/chat/completions", b"{\"stream\":true}".to_vec());
+    let req = Request::new(
+        "POST",
+        "/v1/chat/completions",
+        b"{\"stream\":true}".to_vec(),
+    );
     let (sealed, pending) = target.seal_chunked_request(&req).unwrap();
     let (_, mut sealer) = keys
         .open_chunked_request(&target.key_id(), &sealed, &limits())
         .unwrap();
-    let headers = Headers::new().with("content-type", "text/event-stream").unwrap();
+    let headers = Headers::new()
+        .with("content-type", "text/event-stream")
+        .unwrap();
     let mut out = sealer.seal_head(200, &headers).unwrap();
     for e in events {
         out.extend(sealer.seal_event(e.as_bytes()).unwrap());
@@ -173,7 +205,9 @@ fn strip_comments(content: &[u8]) -> String {
 #[test]
 fn streamed_events_arrive_one_by_one_and_pad_to_equal_sizes() {
     let keys = ServerKeys::generate().unwrap();
-    let target = Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm).unwrap();
+    let target =
+        Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm)
+            .unwrap();
     let (runs, _) = streamed(&keys, &target, &EVENTS);
     // Events of different lengths seal to the same size: token lengths do not show.
     assert_eq!(runs[1].len(), runs[2].len());
@@ -198,24 +232,44 @@ fn streamed_events_arrive_one_by_one_and_pad_to_equal_sizes() {
 #[test]
 fn misuse_of_the_stream_sealer_is_an_error() {
     let keys = ServerKeys::generate().unwrap();
-    let target = Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm).unwrap();
+    let target =
+        Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm)
+            .unwrap();
     let req = Request::new("POST", "/v1/chat/completions", vec![]);
     let (sealed, _) = target.seal_chunked_request(&req).unwrap();
-    let (_, mut sealer) = keys.open_chunked_request(&target.key_id(), &sealed, &limits()).unwrap();
-    assert!(matches!(sealer.seal_event(b"data: x\n\n"), Err(ChannelError::Misuse(_))));
+    let (_, mut sealer) = keys
+        .open_chunked_request(&target.key_id(), &sealed, &limits())
+        .unwrap();
+    assert!(matches!(
+        sealer.seal_event(b"data: x\n\n"),
+        Err(ChannelError::Misuse(_))
+    ));
     sealer.seal_head(200, &Headers::new()).unwrap();
-    assert!(matches!(sealer.seal_event(b"data: no newline"), Err(ChannelError::Misuse(_))));
-    assert!(matches!(sealer.seal_head(200, &Headers::new()), Err(ChannelError::Misuse(_))));
+    assert!(matches!(
+        sealer.seal_event(b"data: no newline"),
+        Err(ChannelError::Misuse(_))
+    ));
+    assert!(matches!(
+        sealer.seal_head(200, &Headers::new()),
+        Err(ChannelError::Misuse(_))
+    ));
 }
 
-fn open_stream(pending: veil_attestation::channel::PendingChunkedResponse, bytes: Vec<u8>) -> Result<Response, ChannelError> {
+fn open_stream(
+    pending: veil_attestation::channel::PendingChunkedResponse,
+    bytes: Vec<u8>,
+) -> Result<Response, ChannelError> {
     pending.open_all(bytes)
 }
 
 #[test]
 fn every_byte_flip_of_a_streamed_response_is_detected() {
     let keys = ServerKeys::generate().unwrap();
-    let target = Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::ChaCha20Poly1305).unwrap();
+    let target = Target::dangerous_unverified(
+        keys.configs().configs()[0].clone(),
+        AeadKind::ChaCha20Poly1305,
+    )
+    .unwrap();
     let (reference, _) = stream_exchange(&keys, &target, &EVENTS);
     for i in 0..reference.len() {
         let (mut bytes, pending) = stream_exchange(&keys, &target, &EVENTS);
@@ -228,13 +282,18 @@ fn every_byte_flip_of_a_streamed_response_is_detected() {
 #[test]
 fn truncated_reordered_duplicated_and_unfinished_streams_are_rejected() {
     let keys = ServerKeys::generate().unwrap();
-    let target = Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm).unwrap();
+    let target =
+        Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm)
+            .unwrap();
     let (reference, _) = stream_exchange(&keys, &target, &EVENTS);
 
     // Every truncation, including the one that drops exactly the final chunk.
     for n in 0..reference.len() {
         let (bytes, pending) = stream_exchange(&keys, &target, &EVENTS);
-        assert!(open_stream(pending, bytes[..n].to_vec()).is_err(), "prefix {n}");
+        assert!(
+            open_stream(pending, bytes[..n].to_vec()).is_err(),
+            "prefix {n}"
+        );
     }
 
     let (bytes, pending) = stream_exchange(&keys, &target, &EVENTS);
@@ -265,7 +324,11 @@ fn truncated_reordered_duplicated_and_unfinished_streams_are_rejected() {
     duplicated.insert(2, 1);
     let mut dropped: Vec<usize> = (0..=last).collect();
     dropped.remove(2);
-    for (name, order) in [("reordered", swapped), ("duplicated", duplicated), ("dropped", dropped)] {
+    for (name, order) in [
+        ("reordered", swapped),
+        ("duplicated", duplicated),
+        ("dropped", dropped),
+    ] {
         let (bytes, pending) = stream_exchange(&keys, &target, &EVENTS);
         let (nonce, chunks) = split_chunks(&bytes, 16);
         let forged = rebuild(&order, &chunks, &nonce);
@@ -276,7 +339,9 @@ fn truncated_reordered_duplicated_and_unfinished_streams_are_rejected() {
 #[test]
 fn tampered_chunked_requests_are_rejected() {
     let keys = ServerKeys::generate().unwrap();
-    let target = Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm).unwrap();
+    let target =
+        Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm)
+            .unwrap();
     // Big enough for several 16 KiB chunks.
     let req = Request::new("POST", "/v1/embeddings", body(40_000, 3));
     let (sealed, _) = target.seal_chunked_request(&req).unwrap();
@@ -284,10 +349,20 @@ fn tampered_chunked_requests_are_rejected() {
     for i in (0..sealed.len()).step_by(97).chain(0..64) {
         let mut t = sealed.clone();
         t[i] ^= 0x01;
-        assert!(keys.open_chunked_request(&id, &t, &limits()).is_err(), "flip at {i}");
+        assert!(
+            keys.open_chunked_request(&id, &t, &limits()).is_err(),
+            "flip at {i}"
+        );
     }
-    for n in (0..sealed.len()).step_by(101).chain(sealed.len() - 40..sealed.len()) {
-        assert!(keys.open_chunked_request(&id, &sealed[..n], &limits()).is_err(), "prefix {n}");
+    for n in (0..sealed.len())
+        .step_by(101)
+        .chain(sealed.len() - 40..sealed.len())
+    {
+        assert!(
+            keys.open_chunked_request(&id, &sealed[..n], &limits())
+                .is_err(),
+            "prefix {n}"
+        );
     }
     let (head, chunks) = split_chunks(&sealed, 7 + 32);
     assert!(chunks.len() >= 4);
@@ -314,17 +389,31 @@ fn tampered_chunked_requests_are_rejected() {
 #[test]
 fn every_byte_flip_of_a_whole_response_is_detected() {
     let keys = ServerKeys::generate().unwrap();
-    let target = Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm).unwrap();
+    let target =
+        Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm)
+            .unwrap();
     let exchange = || {
-        let (sealed, pending) = target.seal_request(&Request::new("GET", "/v1/models", vec![])).unwrap();
-        let (_, sealer) = keys.open_request(&target.key_id(), &sealed, &limits()).unwrap();
-        (sealer.seal(&Response::new(200, b"{\"data\":[]}".to_vec())).unwrap(), pending)
+        let (sealed, pending) = target
+            .seal_request(&Request::new("GET", "/v1/models", vec![]))
+            .unwrap();
+        let (_, sealer) = keys
+            .open_request(&target.key_id(), &sealed, &limits())
+            .unwrap();
+        (
+            sealer
+                .seal(&Response::new(200, b"{\"data\":[]}".to_vec()))
+                .unwrap(),
+            pending,
+        )
     };
     let (reference, _) = exchange();
     for i in 0..reference.len() {
         let (mut reply, pending) = exchange();
         reply[i] ^= 0x40;
-        assert!(matches!(pending.open(&reply), Err(ChannelError::Open)), "flip at {i}");
+        assert!(
+            matches!(pending.open(&reply), Err(ChannelError::Open)),
+            "flip at {i}"
+        );
     }
     for n in 0..reference.len() {
         let (reply, pending) = exchange();
@@ -337,9 +426,14 @@ fn wrong_key_id_oversize_and_cross_config_requests_are_refused() {
     let keys = ServerKeys::generate().unwrap();
     let configs = keys.configs().configs();
     let x25519 = Target::dangerous_unverified(configs[0].clone(), AeadKind::Aes128Gcm).unwrap();
-    let (sealed, _) = x25519.seal_request(&Request::new("GET", "/v1/models", vec![])).unwrap();
+    let (sealed, _) = x25519
+        .seal_request(&Request::new("GET", "/v1/models", vec![]))
+        .unwrap();
     // Routed to the X-Wing configuration's id: refused, no panic.
-    assert!(keys.open_request(&configs[1].id(), &sealed, &limits()).is_err());
+    assert!(
+        keys.open_request(&configs[1].id(), &sealed, &limits())
+            .is_err()
+    );
     // An id nobody holds.
     let other = ServerKeys::generate().unwrap();
     assert!(matches!(
@@ -347,16 +441,34 @@ fn wrong_key_id_oversize_and_cross_config_requests_are_refused() {
         Err(ChannelError::UnknownKeyId(_))
     ));
     // A key configuration from another enclave: the request does not open here.
-    let foreign = Target::dangerous_unverified(other.configs().configs()[0].clone(), AeadKind::Aes128Gcm).unwrap();
-    let (sealed, _) = foreign.seal_request(&Request::new("GET", "/v1/models", vec![])).unwrap();
-    assert!(keys.open_request(&configs[0].id(), &sealed, &limits()).is_err());
+    let foreign =
+        Target::dangerous_unverified(other.configs().configs()[0].clone(), AeadKind::Aes128Gcm)
+            .unwrap();
+    let (sealed, _) = foreign
+        .seal_request(&Request::new("GET", "/v1/models", vec![]))
+        .unwrap();
+    assert!(
+        keys.open_request(&configs[0].id(), &sealed, &limits())
+            .is_err()
+    );
     // Oversize, whole and chunked.
     let small = Limits { max_request: 4096 };
-    let (big, _) = x25519.seal_request(&Request::new("POST", "/v1/embeddings", body(10_000, 1))).unwrap();
-    assert!(matches!(keys.open_request(&x25519.key_id(), &big, &small), Err(ChannelError::TooLarge { .. })));
-    let (big, _) = x25519.seal_chunked_request(&Request::new("POST", "/v1/embeddings", body(10_000, 1))).unwrap();
+    let (big, _) = x25519
+        .seal_request(&Request::new("POST", "/v1/embeddings", body(10_000, 1)))
+        .unwrap();
     assert!(matches!(
-        block_on(keys.read_chunked_request(&x25519.key_id(), futures::io::Cursor::new(big), &small)),
+        keys.open_request(&x25519.key_id(), &big, &small),
+        Err(ChannelError::TooLarge { .. })
+    ));
+    let (big, _) = x25519
+        .seal_chunked_request(&Request::new("POST", "/v1/embeddings", body(10_000, 1)))
+        .unwrap();
+    assert!(matches!(
+        block_on(keys.read_chunked_request(
+            &x25519.key_id(),
+            futures::io::Cursor::new(big),
+            &small
+        )),
         Err(ChannelError::TooLarge { limit: 4096, .. })
     ));
 }
@@ -364,9 +476,17 @@ fn wrong_key_id_oversize_and_cross_config_requests_are_refused() {
 #[test]
 fn sealed_sizes_are_bucketed() {
     let keys = ServerKeys::generate().unwrap();
-    let target = Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm).unwrap();
-    let a = target.seal_request(&Request::new("POST", "/v1/chat/completions", body(10, 1))).unwrap().0;
-    let b = target.seal_request(&Request::new("POST", "/v1/chat/completions", body(900, 1))).unwrap().0;
+    let target =
+        Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm)
+            .unwrap();
+    let a = target
+        .seal_request(&Request::new("POST", "/v1/chat/completions", body(10, 1)))
+        .unwrap()
+        .0;
+    let b = target
+        .seal_request(&Request::new("POST", "/v1/chat/completions", body(900, 1)))
+        .unwrap()
+        .0;
     assert_eq!(a.len(), b.len());
     // 7-byte header, 32-byte enc, 1024-byte padded message, 16-byte tag.
     assert_eq!(a.len(), 7 + 32 + 1024 + 16);
@@ -375,10 +495,16 @@ fn sealed_sizes_are_bucketed() {
 #[test]
 fn key_config_parse_rejects_garbage_and_keeps_unknown_suites_out() {
     assert!(KeyConfig::parse(&[]).is_err());
-    assert!(matches!(KeyConfig::parse(&[1, 0xff, 0xff]), Err(ChannelError::Unsupported { .. })));
+    assert!(matches!(
+        KeyConfig::parse(&[1, 0xff, 0xff]),
+        Err(ChannelError::Unsupported { .. })
+    ));
     let v = rfc_vector();
     let mut kc = hex_field(&v, &["rfc", "key_config"]);
     let n = kc.len();
     kc[n - 1] = 0x77; // second suite's AEAD unknown: dropped, first kept
-    assert_eq!(KeyConfig::parse(&kc).unwrap().aeads(), &[AeadKind::Aes128Gcm]);
+    assert_eq!(
+        KeyConfig::parse(&kc).unwrap().aeads(),
+        &[AeadKind::Aes128Gcm]
+    );
 }

@@ -9,6 +9,9 @@ struct Cli {}
 
 fn main() {
     let _cli = Cli::parse();
-    eprintln!("veil-gateway {}: not yet implemented (issue 5); see README.md", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "veil-gateway {}: not yet implemented (issue 5); see README.md",
+        env!("CARGO_PKG_VERSION")
+    );
     std::process::exit(2);
 }

@@ -9,6 +9,9 @@ struct Cli {}
 
 fn main() {
     let _cli = Cli::parse();
-    eprintln!("veil-image {}: not yet implemented (issue 11); see README.md", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "veil-image {}: not yet implemented (issue 11); see README.md",
+        env!("CARGO_PKG_VERSION")
+    );
     std::process::exit(2);
 }

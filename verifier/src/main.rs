@@ -9,6 +9,9 @@ struct Cli {}
 
 fn main() {
     let _cli = Cli::parse();
-    eprintln!("veil-verify {}: not yet implemented (issue 10); see README.md", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "veil-verify {}: not yet implemented (issue 10); see README.md",
+        env!("CARGO_PKG_VERSION")
+    );
     std::process::exit(2);
 }

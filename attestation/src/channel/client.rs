@@ -87,7 +87,10 @@ impl Target {
     }
 
     /// Seal `request` as a whole message (`message/ohttp-req`).
-    pub fn seal_request(&self, request: &Request) -> Result<(Vec<u8>, PendingResponse), ChannelError> {
+    pub fn seal_request(
+        &self,
+        request: &Request,
+    ) -> Result<(Vec<u8>, PendingResponse), ChannelError> {
         let plaintext = Zeroizing::new(request.to_padded_bhttp(bhttp::Mode::KnownLength)?);
         let (encapsulated, inner) = self
             .ohttp_client()?
@@ -102,8 +105,7 @@ impl Target {
         &self,
         request: &Request,
     ) -> Result<(Vec<u8>, PendingChunkedResponse), ChannelError> {
-        let plaintext =
-            Zeroizing::new(request.to_padded_bhttp(bhttp::Mode::IndeterminateLength)?);
+        let plaintext = Zeroizing::new(request.to_padded_bhttp(bhttp::Mode::IndeterminateLength)?);
         let sink = Sink::default();
         let mut writer = self
             .ohttp_client()?
@@ -255,11 +257,15 @@ impl ResponseStream {
         let status = final_status(u64::from(status.code())).map_err(|e| self.fail(e))?;
         let mut headers = Headers::new();
         for f in header.iter() {
-            if f.name().eq_ignore_ascii_case(super::server::PADDING_FIELD.as_bytes()) {
+            if f.name()
+                .eq_ignore_ascii_case(super::server::PADDING_FIELD.as_bytes())
+            {
                 continue;
             }
-            let (Ok(n), Ok(v)) = (std::str::from_utf8(f.name()), std::str::from_utf8(f.value()))
-            else {
+            let (Ok(n), Ok(v)) = (
+                std::str::from_utf8(f.name()),
+                std::str::from_utf8(f.value()),
+            ) else {
                 return Err(self.fail(ChannelError::Malformed {
                     what: "header field not UTF-8",
                 }));
@@ -275,7 +281,11 @@ impl ResponseStream {
         match self.stage {
             Stage::Body => {}
             Stage::Done(_) => return Ok(None),
-            _ => return Err(ChannelError::Misuse("content before the head, or after an error")),
+            _ => {
+                return Err(ChannelError::Misuse(
+                    "content before the head, or after an error",
+                ));
+            }
         }
         let mut buf = vec![0u8; READ_SIZE];
         let n = {
@@ -299,8 +309,10 @@ impl ResponseStream {
         };
         let mut trailers = Headers::new();
         for f in trailer.iter() {
-            let (Ok(n), Ok(v)) = (std::str::from_utf8(f.name()), std::str::from_utf8(f.value()))
-            else {
+            let (Ok(n), Ok(v)) = (
+                std::str::from_utf8(f.name()),
+                std::str::from_utf8(f.value()),
+            ) else {
                 return Err(self.fail(ChannelError::Malformed {
                     what: "trailer field not UTF-8",
                 }));
@@ -330,7 +342,9 @@ impl ResponseStream {
     pub fn trailers(&self) -> Result<Headers, ChannelError> {
         match &self.stage {
             Stage::Done(t) => Ok(t.clone()),
-            _ => Err(ChannelError::Misuse("trailers before the end of the stream")),
+            _ => Err(ChannelError::Misuse(
+                "trailers before the end of the stream",
+            )),
         }
     }
 }

@@ -56,8 +56,10 @@ impl Headers {
         let mut out = Self::new();
         for f in fields.iter() {
             validate_field(f.name(), f.value())?;
-            let (Ok(n), Ok(v)) = (std::str::from_utf8(f.name()), std::str::from_utf8(f.value()))
-            else {
+            let (Ok(n), Ok(v)) = (
+                std::str::from_utf8(f.name()),
+                std::str::from_utf8(f.value()),
+            ) else {
                 return Err(ChannelError::Malformed {
                     what: "header field not UTF-8",
                 });
@@ -70,7 +72,9 @@ impl Headers {
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|(n, _)| n)).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
     }
 }
 
@@ -117,7 +121,10 @@ impl fmt::Debug for Request {
             .field("method", &self.method)
             .field("path", &self.path)
             .field("headers", &self.headers)
-            .field("body", &format_args!("<{} bytes redacted>", self.body.len()))
+            .field(
+                "body",
+                &format_args!("<{} bytes redacted>", self.body.len()),
+            )
             .finish()
     }
 }
@@ -210,7 +217,10 @@ impl fmt::Debug for Response {
         f.debug_struct("Response")
             .field("status", &self.status)
             .field("headers", &self.headers)
-            .field("body", &format_args!("<{} bytes redacted>", self.body.len()))
+            .field(
+                "body",
+                &format_args!("<{} bytes redacted>", self.body.len()),
+            )
             .field("trailers", &self.trailers)
             .finish()
     }
@@ -285,7 +295,10 @@ fn decode_padded(bytes: &[u8]) -> Result<bhttp::Message, ChannelError> {
     })?;
     let end = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
     // RFC 9292 §3.8: anything after the message must be zero padding.
-    if bytes.get(end..).is_none_or(|rest| rest.iter().any(|&b| b != 0)) {
+    if bytes
+        .get(end..)
+        .is_none_or(|rest| rest.iter().any(|&b| b != 0))
+    {
         return Err(ChannelError::Malformed {
             what: "non-zero bytes after the message",
         });

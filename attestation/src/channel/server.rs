@@ -52,7 +52,10 @@ impl ServerKeys {
         let (plaintext, response) = server
             .decapsulate(encapsulated)
             .map_err(|e| ChannelError::from_open(&e))?;
-        Ok((Zeroizing::new(plaintext), ResponseSealer { inner: response }))
+        Ok((
+            Zeroizing::new(plaintext),
+            ResponseSealer { inner: response },
+        ))
     }
 
     /// Open a chunked request (`message/ohttp-chunked-req`) held in memory.
@@ -78,16 +81,15 @@ impl ServerKeys {
         let server = self.server(key_id)?.clone();
         let mut stream = server.decapsulate_stream(Capped::new(src, limits.max_request));
         let mut plaintext = Zeroizing::new(Vec::new());
-        stream
-            .read_to_end(&mut plaintext)
-            .await
-            .map_err(|e| match ChannelError::from_stream(&e) {
+        stream.read_to_end(&mut plaintext).await.map_err(|e| {
+            match ChannelError::from_stream(&e) {
                 ChannelError::TooLarge { what, .. } => ChannelError::TooLarge {
                     what,
                     limit: limits.max_request,
                 },
                 other => other,
-            })?;
+            }
+        })?;
         let request = Request::from_padded_bhttp(&plaintext)?;
         let sink = Sink::default();
         let writer = stream
@@ -231,14 +233,20 @@ impl ChunkedResponseSealer {
     /// padded with an SSE comment line to its bucket.
     pub fn seal_event(&mut self, event: &[u8]) -> Result<Vec<u8>, ChannelError> {
         if self.state != State::Body {
-            return Err(ChannelError::Misuse("event before the head or after the end"));
+            return Err(ChannelError::Misuse(
+                "event before the head or after the end",
+            ));
         }
         if event.last() != Some(&b'\n') {
             return Err(ChannelError::Misuse("an event must end with a newline"));
         }
         // 4 bytes of content length at most for chunks under 1 GiB, then ":" ... "\n".
         let target = padding::chunk_bucket(event.len().saturating_add(6));
-        let len_len = if target.saturating_sub(2) < (1 << 14) { 2 } else { 4 };
+        let len_len = if target.saturating_sub(2) < (1 << 14) {
+            2
+        } else {
+            4
+        };
         let content_len = target.saturating_sub(len_len);
         let pad = content_len.saturating_sub(event.len());
         let mut chunk = Zeroizing::new(Vec::with_capacity(target));

@@ -49,7 +49,11 @@ pub fn split_chunks(bytes: &[u8], header_len: usize) -> (Vec<u8>, Vec<Vec<u8>>) 
         for b in &rest[1..n] {
             len = (len << 8) | u64::from(*b);
         }
-        let total = if len == 0 { rest.len() } else { n + len as usize };
+        let total = if len == 0 {
+            rest.len()
+        } else {
+            n + len as usize
+        };
         chunks.push(rest[..total].to_vec());
         rest = &rest[total..];
     }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# veil's test command: installs what the tests need, then runs formatting, lints and
+# every test. This is what `.ci/run` runs; it must work on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+if [[ ! -d ../shared/testdata ]]; then
+    echo "error: ../shared/testdata is missing; the tests read the shared vectors from beside the checkout" >&2
+    exit 1
+fi
+
+step "toolchain"
+cargo --version
+rustup component list --installed 2>/dev/null | grep -E 'clippy|rustfmt' || true
+for c in clippy rustfmt; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+done
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (-D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build the binaries (the whole-system tests start them)"
+cargo build --workspace --bins --locked
+
+step "tests"
+cargo test --workspace --locked
+
+if [[ "${VEIL_FUZZ_SECONDS:-0}" != "0" ]]; then
+    step "fuzz (${VEIL_FUZZ_SECONDS}s per target)"
+    scripts/fuzz.sh "${VEIL_FUZZ_SECONDS}"
+fi
