@@ -508,3 +508,60 @@ fn key_config_parse_rejects_garbage_and_keeps_unknown_suites_out() {
         &[AeadKind::Aes128Gcm]
     );
 }
+
+#[test]
+fn every_byte_flip_of_a_small_chunked_request_is_detected() {
+    let keys = ServerKeys::generate().unwrap();
+    let target = Target::dangerous_unverified(
+        keys.configs().configs()[0].clone(),
+        AeadKind::ChaCha20Poly1305,
+    )
+    .unwrap();
+    let req = Request::new("POST", "/v1/chat/completions", body(300, 9));
+    let (sealed, _) = target.seal_chunked_request(&req).unwrap();
+    for i in 0..sealed.len() {
+        let mut t = sealed.clone();
+        t[i] ^= 0x02;
+        assert!(
+            keys.open_chunked_request(&target.key_id(), &t, &limits())
+                .is_err(),
+            "flip at {i}"
+        );
+    }
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn keys() -> &'static ServerKeys {
+        static KEYS: OnceLock<ServerKeys> = OnceLock::new();
+        KEYS.get_or_init(|| ServerKeys::generate().unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_are_errors_not_panics(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let keys = keys();
+            for c in keys.configs().configs() {
+                prop_assert!(keys.open_request(&c.id(), &data, &limits()).is_err());
+                prop_assert!(keys.open_chunked_request(&c.id(), &data, &limits()).is_err());
+            }
+            let _ = KeyConfig::parse(&data);
+            let _ = veil_attestation::channel::KeyConfigList::parse(&data);
+        }
+
+        #[test]
+        fn valid_header_with_arbitrary_tail_is_an_error(tail in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let keys = keys();
+            let c = &keys.configs().configs()[0];
+            let mut data = vec![c.key_id(), 0x00, 0x20, 0x00, 0x01, 0x00, 0x01];
+            data.extend(&tail);
+            prop_assert!(keys.open_request(&c.id(), &data, &limits()).is_err());
+            prop_assert!(keys.open_chunked_request(&c.id(), &data, &limits()).is_err());
+        }
+    }
+}
