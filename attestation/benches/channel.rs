@@ -1,1 +1,233 @@
-fn main() {}
+//! The attested channel's cost: whole-message OHTTP seal + open round trips
+//! (client seals a request, enclave opens it, enclave seals a response, client opens
+//! it), the request direction split into seal and open, and the same work done with raw
+//! `ring` AEAD as the yardstick.
+//!
+//! Run with `cargo bench -p veil-attestation --bench channel`; see `BENCHMARKS.md`.
+//!
+//! Throughput is the *body* size of one operation: for a round trip the body crosses
+//! the channel twice (request and response), for the raw AEAD peer it is sealed and
+//! opened twice, so round trip and peer do equal work for equal figures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ring::aead::{AES_128_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
+use veil_attestation::channel::{AeadKind, KemKind, Limits, Request, Response, ServerKeys, Target};
+
+const KIB: usize = 1024;
+const SIZES: [(usize, &str); 3] = [(KIB, "1KiB"), (64 * KIB, "64KiB"), (1024 * KIB, "1MiB")];
+
+/// Bytes of a sealed request around its padded Binary HTTP plaintext, for X25519:
+/// RFC 9458 header (key id, KEM, KDF, AEAD: 7) + `enc` (32) + AEAD tag (16).
+const X25519_REQUEST_OVERHEAD: usize = 7 + 32 + 16;
+
+fn aead_name(aead: AeadKind) -> &'static str {
+    match aead {
+        AeadKind::Aes128Gcm => "aes128gcm",
+        _ => "chacha20poly1305",
+    }
+}
+
+fn ring_alg(aead: AeadKind) -> &'static Algorithm {
+    match aead {
+        AeadKind::Aes128Gcm => &AES_128_GCM,
+        _ => &CHACHA20_POLY1305,
+    }
+}
+
+/// A body that is not all zeros (JSON-ish bytes), so nothing can shortcut it.
+fn body(len: usize) -> Vec<u8> {
+    b"{\"role\":\"user\",\"content\":\"0123456789abcdef\"}"
+        .iter()
+        .copied()
+        .cycle()
+        .take(len)
+        .collect()
+}
+
+/// Per-size timing: enough samples to be stable, few enough to keep the whole run
+/// within a few minutes on two cores.
+fn configure(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, len: usize) {
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(if len >= 1024 * KIB {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(2)
+    });
+    g.throughput(Throughput::Bytes(len as u64));
+}
+
+/// One full whole-message round trip; returns the response body length.
+fn round_trip(
+    keys: &ServerKeys,
+    target: &Target,
+    request: &Request,
+    response: &Response,
+    limits: &Limits,
+) -> usize {
+    let key_id = target.key_id();
+    let (sealed, pending) = target.seal_request(request).unwrap();
+    let (opened, sealer) = keys.open_request(&key_id, &sealed, limits).unwrap();
+    debug_assert_eq!(opened.body.len(), request.body.len());
+    drop(opened);
+    let reply = sealer.seal(response).unwrap();
+    let back = pending.open(&reply).unwrap();
+    back.body.len()
+}
+
+fn channel(c: &mut Criterion) {
+    let keys = ServerKeys::generate().unwrap();
+    let configs = keys.configs().configs();
+    let x25519 = configs[0].clone();
+    let xwing = configs[1].clone();
+    assert_eq!(x25519.kem(), KemKind::X25519);
+    assert_eq!(xwing.kem(), KemKind::XWing);
+    let limits = Limits::default();
+
+    // Whole round trip: seal request, open request, seal response, open response.
+    for (len, label) in SIZES {
+        let mut g = c.benchmark_group("channel_round_trip");
+        configure(&mut g, len);
+        let request = Request::new("POST", "/v1/chat/completions", body(len));
+        let response = Response::new(200, body(len));
+        for aead in AeadKind::ALL {
+            let target = Target::dangerous_unverified(x25519.clone(), aead).unwrap();
+            g.bench_with_input(
+                BenchmarkId::new(format!("x25519+{}", aead_name(aead)), label),
+                &len,
+                |b, _| {
+                    b.iter(|| black_box(round_trip(&keys, &target, &request, &response, &limits)))
+                },
+            );
+        }
+        if len == KIB {
+            let target = Target::dangerous_unverified(xwing.clone(), AeadKind::Aes128Gcm).unwrap();
+            g.bench_with_input(BenchmarkId::new("xwing+aes128gcm", label), &len, |b, _| {
+                b.iter(|| black_box(round_trip(&keys, &target, &request, &response, &limits)))
+            });
+        }
+        g.finish();
+    }
+
+    // The request direction alone: client seal, then enclave open (of one sealed
+    // request, opened again every iteration; opening is stateless).
+    for (len, label) in SIZES {
+        let request = Request::new("POST", "/v1/chat/completions", body(len));
+        let mut g = c.benchmark_group("channel_seal_request");
+        configure(&mut g, len);
+        for aead in AeadKind::ALL {
+            let target = Target::dangerous_unverified(x25519.clone(), aead).unwrap();
+            g.bench_with_input(
+                BenchmarkId::new(format!("x25519+{}", aead_name(aead)), label),
+                &len,
+                |b, _| b.iter(|| black_box(target.seal_request(&request).unwrap())),
+            );
+        }
+        g.finish();
+        let mut g = c.benchmark_group("channel_open_request");
+        configure(&mut g, len);
+        for aead in AeadKind::ALL {
+            let target = Target::dangerous_unverified(x25519.clone(), aead).unwrap();
+            let key_id = target.key_id();
+            let (sealed, _pending) = target.seal_request(&request).unwrap();
+            g.bench_with_input(
+                BenchmarkId::new(format!("x25519+{}", aead_name(aead)), label),
+                &len,
+                |b, _| b.iter(|| black_box(keys.open_request(&key_id, &sealed, &limits).unwrap())),
+            );
+        }
+        g.finish();
+    }
+
+    // The peer: raw ring AEAD, in place, 2 seals + 2 opens of the body (what a round
+    // trip does to it), with no key schedule, framing or padding. Then the same at the
+    // padded size the channel actually encrypts, to split padding from the rest.
+    for (len, label) in SIZES {
+        let padded = {
+            let t = Target::dangerous_unverified(x25519.clone(), AeadKind::Aes128Gcm).unwrap();
+            let request = Request::new("POST", "/v1/chat/completions", body(len));
+            t.seal_request(&request).unwrap().0.len() - X25519_REQUEST_OVERHEAD
+        };
+        for (group, n) in [
+            ("raw_ring_2seal_2open", len),
+            ("raw_ring_2seal_2open_padded", padded),
+        ] {
+            let mut g = c.benchmark_group(group);
+            configure(&mut g, len);
+            for aead in AeadKind::ALL {
+                let key = LessSafeKey::new(
+                    UnboundKey::new(ring_alg(aead), &[7u8; 32][..ring_alg(aead).key_len()])
+                        .unwrap(),
+                );
+                let mut buf = body(n);
+                let mut counter = 0u64;
+                g.bench_with_input(
+                    BenchmarkId::new(format!("ring_{}", aead_name(aead)), label),
+                    &len,
+                    |b, _| {
+                        b.iter(|| {
+                            for _ in 0..2 {
+                                counter = counter.wrapping_add(1);
+                                let mut nonce = [0u8; 12];
+                                nonce[4..].copy_from_slice(&counter.to_be_bytes());
+                                let tag = key
+                                    .seal_in_place_separate_tag(
+                                        Nonce::assume_unique_for_key(nonce),
+                                        Aad::empty(),
+                                        &mut buf,
+                                    )
+                                    .unwrap();
+                                let plain = key
+                                    .open_in_place_separate_tag(
+                                        Nonce::assume_unique_for_key(nonce),
+                                        Aad::empty(),
+                                        tag,
+                                        &mut buf,
+                                        0..,
+                                    )
+                                    .unwrap();
+                                black_box(plain);
+                            }
+                        });
+                    },
+                );
+            }
+            g.finish();
+        }
+    }
+}
+
+/// The fixed-cost floor of the X25519 KEM with `ring`: what DHKEM encap + decap cannot
+/// do without (client: ephemeral key and its public key, one DH; enclave: one DH). HPKE's
+/// key schedule, framing and padding are not in it.
+fn x25519_floor(c: &mut Criterion) {
+    let rng = ring::rand::SystemRandom::new();
+    let server = EphemeralPrivateKey::generate(&X25519, &rng).unwrap();
+    let server_pub = UnparsedPublicKey::new(&X25519, server.compute_public_key().unwrap());
+    let mut g = c.benchmark_group("raw_ring_x25519_dhkem");
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g.bench_function("encap+decap", |b| {
+        b.iter(|| {
+            let eph = EphemeralPrivateKey::generate(&X25519, &rng).unwrap();
+            let enc = eph.compute_public_key().unwrap();
+            let client = agreement::agree_ephemeral(eph, &server_pub, |k| k[0]).unwrap();
+            // ring has no static X25519 keys; a fresh private key costs the same DH.
+            let sk = EphemeralPrivateKey::generate(&X25519, &rng).unwrap();
+            let enc = UnparsedPublicKey::new(&X25519, enc.as_ref());
+            let server = agreement::agree_ephemeral(sk, &enc, |k| k[0]).unwrap();
+            black_box((client, server))
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, channel, x25519_floor);
+criterion_main!(benches);

@@ -1,0 +1,73 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Replays the committed fuzz seeds (`fuzz/seeds/<target>/`) through the fuzz targets'
+//! own checks, so plain `cargo test` runs the corpus without cargo-fuzz or nightly.
+//! The checks are `fuzz/src/lib.rs`, included here by path rather than copied.
+
+#[path = "../../fuzz/src/lib.rs"]
+mod fuzz_checks;
+
+use std::path::PathBuf;
+
+/// Feed every seed of `target` to `check`. Each must pass its invariants (a broken one
+/// panics), and at least one must be accepted, or the seeds exercise nothing.
+fn replay(target: &str, check: fn(&[u8]) -> bool) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no seeds in {}", dir.display());
+    let mut accepted = 0usize;
+    for path in &paths {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if check(&data) {
+            accepted += 1;
+        }
+    }
+    assert!(
+        accepted > 0,
+        "none of the {} seeds in {} was accepted",
+        paths.len(),
+        dir.display()
+    );
+}
+
+#[test]
+fn ohttp_request_seeds() {
+    replay("ohttp_request", fuzz_checks::ohttp_request);
+}
+
+#[test]
+fn ohttp_chunked_request_seeds() {
+    replay("ohttp_chunked_request", fuzz_checks::ohttp_chunked_request);
+}
+
+#[test]
+fn bundle_json_seeds() {
+    replay("bundle_json", fuzz_checks::bundle_json);
+}
+
+#[test]
+fn receipt_seeds() {
+    replay("receipt", fuzz_checks::receipt);
+}
+
+/// The RFC 9458 Appendix A request opens: the gateway key and its seed agree.
+#[test]
+fn rfc9458_request_seed_opens() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds/ohttp_request/rfc9458-appendix-a-request");
+    let data = std::fs::read(&path).unwrap();
+    let (keys, id) = fuzz_checks::rfc9458_keys();
+    let (request, _) = keys
+        .open_request(id, &data, &veil_attestation::channel::Limits::default())
+        .unwrap();
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("GET", "/")
+    );
+}

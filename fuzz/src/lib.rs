@@ -1,0 +1,135 @@
+//! The checks behind veil's fuzz targets, one function per target.
+//!
+//! Each feeds untrusted bytes to `veil-attestation`'s parsers and asserts a cheap
+//! invariant; it panics only when an invariant breaks (or when the library itself
+//! panics, which is the bug being looked for). Each returns whether the input was
+//! accepted, which the fuzz targets ignore and the seed-replay test uses to check that
+//! the committed seeds are meaningful.
+//!
+//! `attestation/tests/fuzz_seeds.rs` includes this file by path, so `cargo test` replays
+//! the seeds under `fuzz/seeds/<target>/` through exactly these calls. Keep it free of
+//! dependencies other than `veil_attestation` and `std`.
+
+use std::sync::OnceLock;
+
+use veil_attestation::bundle::Bundle;
+use veil_attestation::channel::{
+    AeadKind, KemKind, KeyConfig, KeyConfigList, KeyId, Limits, Response, ServerKeys,
+};
+use veil_attestation::receipt::{Receipt, SignedReceipt};
+
+/// The gateway's X25519 private key of RFC 9458 Appendix A (key id 1), so the RFC's
+/// encapsulated request is a seed that opens.
+pub const RFC9458_GATEWAY_SK: [u8; 32] = [
+    0x3c, 0x16, 0x89, 0x75, 0x67, 0x4b, 0x2f, 0xa8, 0xe4, 0x65, 0x97, 0x0b, 0x79, 0xc8, 0xdc, 0xf0,
+    0x9f, 0x1c, 0x74, 0x16, 0x26, 0x48, 0x0b, 0xd4, 0xc6, 0x16, 0x2f, 0xc5, 0xb6, 0xa9, 0x8e, 0x1a,
+];
+
+/// The RFC 9458 Appendix A gateway's keys (built once per process) and the routing id of
+/// their only configuration.
+pub fn rfc9458_keys() -> &'static (ServerKeys, KeyId) {
+    static KEYS: OnceLock<(ServerKeys, KeyId)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let keys =
+            ServerKeys::dangerous_import(1, KemKind::X25519, &AeadKind::ALL, &RFC9458_GATEWAY_SK)
+                .expect("the RFC 9458 Appendix A key imports");
+        let id = match keys.configs().configs() {
+            [only] => only.id(),
+            other => panic!("expected one key configuration, found {}", other.len()),
+        };
+        (keys, id)
+    })
+}
+
+/// Target `ohttp_request`: open a whole request (must return, never panic; what opens
+/// can be answered), and parse the bytes as a key configuration and as a list of them.
+pub fn ohttp_request(data: &[u8]) -> bool {
+    let (keys, id) = rfc9458_keys();
+    let opened = match keys.open_request(id, data, &Limits::default()) {
+        Ok((_request, sealer)) => {
+            let reply = sealer.seal(&Response::new(200, b"{}".to_vec()));
+            assert!(reply.is_ok(), "an opened request could not be answered");
+            true
+        }
+        Err(_) => false,
+    };
+    let configs = key_configs(data);
+    opened || configs
+}
+
+/// Key configurations and lists: what parses re-encodes to exactly the input.
+fn key_configs(data: &[u8]) -> bool {
+    let mut accepted = false;
+    if let Ok(list) = KeyConfigList::parse(data) {
+        assert_eq!(list.as_bytes(), data, "key configuration list re-encoding");
+        for c in list.configs() {
+            let again = KeyConfig::parse(c.as_bytes()).expect("a listed configuration parses");
+            assert_eq!(&again, c, "listed configuration re-parse");
+        }
+        accepted = true;
+    }
+    if let Ok(config) = KeyConfig::parse(data) {
+        assert_eq!(config.as_bytes(), data, "key configuration re-encoding");
+        assert_eq!(config.id(), KeyId::of(data), "key id of the configuration");
+        assert!(
+            !config.aeads().is_empty(),
+            "a parsed configuration offers no AEAD"
+        );
+        accepted = true;
+    }
+    accepted
+}
+
+/// Target `ohttp_chunked_request`: open a chunked request held in memory (must return,
+/// never panic; what opens can be answered).
+pub fn ohttp_chunked_request(data: &[u8]) -> bool {
+    let (keys, id) = rfc9458_keys();
+    match keys.open_chunked_request(id, data, &Limits::default()) {
+        Ok((_request, sealer)) => {
+            let reply = sealer.seal_whole(&Response::new(200, b"{}".to_vec()));
+            assert!(
+                reply.is_ok(),
+                "an opened chunked request could not be answered"
+            );
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Target `bundle_json`: a bundle that parses serializes and parses back equal.
+pub fn bundle_json(data: &[u8]) -> bool {
+    let Ok(bundle) = Bundle::parse(data) else {
+        return false;
+    };
+    let json = bundle.to_json().expect("a parsed bundle serializes");
+    let again = Bundle::parse(json.as_bytes()).expect("a serialized bundle parses");
+    assert_eq!(again, bundle, "bundle JSON round trip");
+    true
+}
+
+/// Target `receipt`: canonical bytes, the compact form and the JSON form. Canonical
+/// bytes and the compact form that parse re-encode to exactly the input; a signed
+/// receipt from JSON survives the compact form.
+pub fn receipt(data: &[u8]) -> bool {
+    let mut accepted = false;
+    if let Ok(r) = Receipt::parse(data) {
+        let bytes = r.to_bytes().expect("a parsed receipt encodes");
+        assert_eq!(bytes, data, "receipt canonical bytes re-encoding");
+        accepted = true;
+    }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(s) = SignedReceipt::parse_compact(text)
+    {
+        let compact = s.to_compact().expect("a parsed compact receipt encodes");
+        assert_eq!(compact, text, "compact receipt re-encoding");
+        accepted = true;
+    }
+    if let Ok(s) = SignedReceipt::parse_json(data) {
+        let compact = s.to_compact().expect("a receipt parsed from JSON encodes");
+        let again = SignedReceipt::parse_compact(&compact).expect("its compact form parses");
+        assert_eq!(again, s, "JSON receipt through the compact form");
+        accepted = true;
+    }
+    accepted
+}
