@@ -3,3 +3,4 @@
 //! It is the only component of veil that ever sees plaintext.
 
 pub mod engine;
+pub mod models;
