@@ -27,6 +27,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build the binaries (the whole-system tests start them)"
 cargo build --workspace --bins --locked
 
+step "models (pinned digests; already-present files are not fetched again)"
+cargo run --locked -q -p veil-enclave -- models fetch --dir "${VEIL_MODELS_DIR:-models}"
+export VEIL_MODELS_DIR="${VEIL_MODELS_DIR:-$PWD/models}"
+
 step "tests"
 cargo test --workspace --locked
 

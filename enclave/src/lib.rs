@@ -2,5 +2,12 @@
 //!
 //! It is the only component of veil that ever sees plaintext.
 
+pub mod backend;
 pub mod engine;
+pub mod inner;
+pub mod metrics;
 pub mod models;
+pub mod openai;
+pub mod platform;
+pub mod service;
+pub mod upstream;
