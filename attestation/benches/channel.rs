@@ -1,7 +1,9 @@
 //! The attested channel's cost: whole-message OHTTP seal + open round trips
 //! (client seals a request, enclave opens it, enclave seals a response, client opens
-//! it), the request direction split into seal and open, and the same work done with raw
-//! `ring` AEAD as the yardstick.
+//! it), through the copying and the owned-buffer entry points, the request direction
+//! split into seal and open, and the same work done with raw `ring` AEAD as the
+//! yardstick, with the X25519 floor (`ring`, and `curve25519-dalek` as the channel uses
+//! it).
 //!
 //! Run with `cargo bench -p veil-attestation --bench channel`; see `BENCHMARKS.md`.
 //!
@@ -63,6 +65,26 @@ fn configure(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallT
     g.throughput(Throughput::Bytes(len as u64));
 }
 
+/// The same round trip through the entry points that take the caller's buffer
+/// (`open_request_owned`, `open_owned`): each side opens in the buffer it received,
+/// which becomes the body, instead of copying it first.
+fn round_trip_owned(
+    keys: &ServerKeys,
+    target: &Target,
+    request: &Request,
+    response: &Response,
+    limits: &Limits,
+) -> usize {
+    let key_id = target.key_id();
+    let (sealed, pending) = target.seal_request(request).unwrap();
+    let (opened, sealer) = keys.open_request_owned(&key_id, sealed, limits).unwrap();
+    debug_assert_eq!(opened.body.len(), request.body.len());
+    drop(opened);
+    let reply = sealer.seal(response).unwrap();
+    let back = pending.open_owned(reply).unwrap();
+    back.body.len()
+}
+
 /// One full whole-message round trip; returns the response body length.
 fn round_trip(
     keys: &ServerKeys,
@@ -111,6 +133,24 @@ fn channel(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new("xwing+aes128gcm", label), &len, |b, _| {
                 b.iter(|| black_box(round_trip(&keys, &target, &request, &response, &limits)))
             });
+        }
+        g.finish();
+
+        let mut g = c.benchmark_group("channel_round_trip_owned");
+        configure(&mut g, len);
+        for aead in AeadKind::ALL {
+            let target = Target::dangerous_unverified(x25519.clone(), aead).unwrap();
+            g.bench_with_input(
+                BenchmarkId::new(format!("x25519+{}", aead_name(aead)), label),
+                &len,
+                |b, _| {
+                    b.iter(|| {
+                        black_box(round_trip_owned(
+                            &keys, &target, &request, &response, &limits,
+                        ))
+                    })
+                },
+            );
         }
         g.finish();
     }
@@ -229,5 +269,76 @@ fn x25519_floor(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, channel, x25519_floor);
+/// The same floor with what the channel does (the vendored `ohttp` on
+/// `curve25519-dalek`): the client's ephemeral public key (fixed-base, precomputed
+/// tables) and its DH with the enclave's key (fixed-base too: the client's `Target`
+/// keeps a table of multiples of that key), mapped back with one shared inversion; the
+/// enclave's DH (variable-base, through the Edwards form).
+fn x25519_floor_dalek(c: &mut Criterion) {
+    use curve25519_dalek::edwards::EdwardsBasepointTable;
+    use curve25519_dalek::traits::BasepointTable;
+    use curve25519_dalek::{EdwardsPoint, MontgomeryPoint};
+    fn dh(k: [u8; 32], u: [u8; 32]) -> [u8; 32] {
+        let p = MontgomeryPoint(u);
+        match p.to_edwards(0) {
+            Some(e) => e.mul_clamped(k).to_montgomery().to_bytes(),
+            None => p.mul_clamped(k).to_bytes(),
+        }
+    }
+    let rng = ring::rand::SystemRandom::new();
+    let random = || {
+        let mut k = [0u8; 32];
+        ring::rand::SecureRandom::fill(&rng, &mut k).unwrap();
+        k
+    };
+    let sk_r = random();
+    let pk_r_point = EdwardsPoint::mul_base_clamped(sk_r);
+    let table = EdwardsBasepointTable::create(&pk_r_point);
+    let mut g = c.benchmark_group("dalek_x25519_dhkem");
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g.bench_function("encap+decap", |b| {
+        b.iter(|| {
+            let sk_e = random();
+            let pk_e = EdwardsPoint::mul_base_clamped(sk_e);
+            let shared = table.mul_base_clamped(sk_e);
+            let both = EdwardsPoint::to_montgomery_batch(&[pk_e, shared]);
+            let server = dh(sk_r, both[0].to_bytes());
+            black_box((both[1].to_bytes(), server))
+        });
+    });
+    g.bench_function("decap", |b| {
+        let enc = EdwardsPoint::mul_base_clamped(random())
+            .to_montgomery()
+            .to_bytes();
+        b.iter(|| black_box(dh(sk_r, black_box(enc))));
+    });
+    g.finish();
+}
+
+/// The one-time cost of a `Target` (parsing the configuration, and for X25519 the
+/// table of multiples of the enclave's key that makes each request's DH cheaper).
+fn target_setup(c: &mut Criterion) {
+    let keys = ServerKeys::generate().unwrap();
+    let x25519 = keys.configs().configs()[0].clone();
+    let mut g = c.benchmark_group("channel_target_setup");
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g.bench_function("x25519", |b| {
+        b.iter(|| {
+            black_box(Target::dangerous_unverified(x25519.clone(), AeadKind::Aes128Gcm).unwrap())
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    channel,
+    x25519_floor,
+    x25519_floor_dalek,
+    target_setup
+);
 criterion_main!(benches);

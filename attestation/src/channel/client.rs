@@ -3,11 +3,11 @@
 
 use futures::executor::block_on;
 use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use zeroize::Zeroizing;
 
 use super::io::{BoxRead, SharedRead, Sink};
 use super::keys::{AeadKind, KeyConfig, KeyId};
 use super::message::{Headers, Request, Response, final_status};
+use super::plain::{PlainBuf, wipe};
 use super::{ChannelError, padding};
 use crate::verify::{EnclaveIdentity, Verified};
 
@@ -16,10 +16,28 @@ use crate::verify::{EnclaveIdentity, Verified};
 /// Made from a [`Verified`] [`EnclaveIdentity`]: a key that did not pass attestation
 /// verification does not type-check, except through the explicitly dangerous
 /// [`Target::dangerous_unverified`].
-#[derive(Debug, Clone)]
+///
+/// Making one parses the configuration once and, for X25519, precomputes a table of
+/// multiples of the enclave's public key (about 1.4 ms and 30 KiB, next to the far
+/// larger cost of verifying the attestation it comes from), which makes every request
+/// sealed with it about 40 µs cheaper. Make one per enclave key and reuse it.
+#[derive(Clone)]
 pub struct Target {
     config: KeyConfig,
     aead: AeadKind,
+    /// `ohttp`'s sender for `config` restricted to `aead`, parsed once and with its
+    /// precomputation done (for X25519, a table of multiples of the enclave's key, so
+    /// that each request's DH is a fixed-base multiplication); cloned per request.
+    client: ohttp::ClientRequest,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("config", &self.config)
+            .field("aead", &self.aead)
+            .finish_non_exhaustive()
+    }
 }
 
 type OpenStream = Box<dyn FnOnce(BoxRead) -> Result<BoxRead, ChannelError> + Send>;
@@ -64,8 +82,15 @@ impl Target {
     }
 
     fn checked(config: KeyConfig, aead: AeadKind) -> Result<Self, ChannelError> {
-        config.restricted_to(aead)?;
-        Ok(Self { config, aead })
+        let encoded = config.restricted_to(aead)?;
+        let mut client = ohttp::ClientRequest::from_encoded_config(&encoded)
+            .map_err(|_| ChannelError::Crypto("OHTTP client setup"))?;
+        client.precompute();
+        Ok(Self {
+            config,
+            aead,
+            client,
+        })
     }
 
     /// The routing identifier to send as `Veil-Key-Id`.
@@ -81,22 +106,28 @@ impl Target {
     }
 
     fn ohttp_client(&self) -> Result<ohttp::ClientRequest, ChannelError> {
-        let encoded = self.config.restricted_to(self.aead)?;
-        ohttp::ClientRequest::from_encoded_config(&encoded)
-            .map_err(|_| ChannelError::Crypto("OHTTP client setup"))
+        Ok(self.client.clone())
     }
 
     /// Seal `request` as a whole message (`message/ohttp-req`).
+    ///
+    /// The padded Binary HTTP message is written once, into a buffer with room for the
+    /// OHTTP header before it and the AEAD tag after it, and sealed there in place: the
+    /// buffer becomes the encapsulated request, and no plaintext copy is left behind.
     pub fn seal_request(
         &self,
         request: &Request,
     ) -> Result<(Vec<u8>, PendingResponse), ChannelError> {
-        let plaintext = Zeroizing::new(request.to_padded_bhttp(bhttp::Mode::KnownLength)?);
-        let (encapsulated, inner) = self
-            .ohttp_client()?
-            .encapsulate(&plaintext)
+        let client = self.ohttp_client()?;
+        let mut buf = request.encode_padded(
+            bhttp::Mode::KnownLength,
+            client.encapsulation_prefix_len(),
+            client.tag_len(),
+        )?;
+        let inner = client
+            .encapsulate_in_place(&mut buf)
             .map_err(|_| ChannelError::Crypto("request encapsulation"))?;
-        Ok((encapsulated, PendingResponse { inner }))
+        Ok((buf.into_sealed(), PendingResponse { inner }))
     }
 
     /// Seal `request` as a chunked message (`message/ohttp-chunked-req`), for a response
@@ -105,7 +136,7 @@ impl Target {
         &self,
         request: &Request,
     ) -> Result<(Vec<u8>, PendingChunkedResponse), ChannelError> {
-        let plaintext = Zeroizing::new(request.to_padded_bhttp(bhttp::Mode::IndeterminateLength)?);
+        let plaintext = request.to_padded_bhttp(bhttp::Mode::IndeterminateLength)?;
         let sink = Sink::default();
         let mut writer = self
             .ohttp_client()?
@@ -140,13 +171,28 @@ impl std::fmt::Debug for PendingResponse {
 
 impl PendingResponse {
     /// Open `message/ohttp-res` bytes.
+    ///
+    /// They are copied once, opened in place, and parsed there; the body is moved to the
+    /// front of that buffer, which becomes the response's body.
     pub fn open(self, encapsulated: &[u8]) -> Result<Response, ChannelError> {
-        let plaintext = Zeroizing::new(
-            self.inner
-                .decapsulate(encapsulated)
-                .map_err(|e| ChannelError::from_open(&e))?,
-        );
-        Response::from_padded_bhttp(&plaintext)
+        let mut buf = PlainBuf::copy_of(encapsulated);
+        let range = self
+            .inner
+            .decapsulate_in_place(&mut buf)
+            .map_err(|e| ChannelError::from_open(&e))?;
+        Response::from_plaintext(buf, range)
+    }
+
+    /// [`PendingResponse::open`] on an encapsulated response the caller owns: it is
+    /// opened in place in that buffer, which becomes the response's body, so the
+    /// response is never copied. The buffer is wiped on failure.
+    pub fn open_owned(self, encapsulated: Vec<u8>) -> Result<Response, ChannelError> {
+        let mut buf = PlainBuf::from(encapsulated);
+        let range = self
+            .inner
+            .decapsulate_in_place(&mut buf)
+            .map_err(|e| ChannelError::from_open(&e))?;
+        Response::from_plaintext(buf, range)
     }
 }
 
@@ -182,15 +228,17 @@ impl PendingChunkedResponse {
         let mut stream = self.stream(futures::io::Cursor::new(encapsulated))?;
         block_on(async {
             let (status, headers) = stream.head().await?;
-            let mut body = Vec::new();
-            while let Some(chunk) = stream.next_content().await? {
-                body.extend_from_slice(&chunk);
+            let mut body = PlainBuf::default();
+            while let Some(mut chunk) = stream.next_content().await? {
+                body.extend_secure(&chunk);
+                wipe(&mut chunk);
             }
             let trailers = stream.trailers()?;
+            let len = body.len();
             Ok(Response {
                 status,
                 headers,
-                body,
+                body: body.into_range(0..len),
                 trailers,
             })
         })

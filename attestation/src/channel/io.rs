@@ -129,6 +129,19 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, v: u64, min_len: usize) {
     }
 }
 
+/// The length of the shortest encoding of `v` as a QUIC variable-length integer.
+pub(crate) fn varint_len(v: u64) -> usize {
+    if v < (1 << 6) {
+        1
+    } else if v < (1 << 14) {
+        2
+    } else if v < (1 << 30) {
+        4
+    } else {
+        8
+    }
+}
+
 /// Append a length-prefixed byte string.
 pub(crate) fn put_vec(out: &mut Vec<u8>, v: &[u8]) {
     put_varint(out, v.len() as u64, 1);
@@ -155,5 +168,10 @@ mod tests {
         let mut out = Vec::new();
         put_varint(&mut out, 5, 2);
         assert_eq!(out, [0x40, 5]);
+        for v in [0u64, 63, 64, 16383, 16384, (1 << 30) - 1, 1 << 30, 1 << 40] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v, 1);
+            assert_eq!(out.len(), varint_len(v), "{v}");
+        }
     }
 }

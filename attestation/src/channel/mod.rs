@@ -2,9 +2,16 @@
 //! and chunked (draft-ietf-ohai-chunked-ohttp), with padding.
 //!
 //! The enclave holds [`ServerKeys`]; clients seal to a [`Target`] made from a verified
-//! enclave identity. The `ohttp` and `bhttp` crates (rust-hpke backend) do the
-//! cryptography and framing; this module chooses suites, pads, bounds sizes and turns
-//! every failure into a typed [`ChannelError`] without plaintext in it.
+//! enclave identity. The vendored `ohttp` crate (rust-hpke backend, patched: its own
+//! HPKE key schedule, `ring`'s AEAD, in-place sealing and opening; see
+//! `attestation/vendor/ohttp/VENDORED.md`) does the cryptography and the chunked framing;
+//! whole messages are framed here (`message.rs`) and streamed ones with the `bhttp`
+//! crate. This module chooses suites, pads, bounds sizes and turns every failure into a
+//! typed [`ChannelError`] without plaintext in it.
+//!
+//! A whole message is written once, into the buffer that is then sealed in place, and
+//! opened in place in one buffer that becomes the body of the result; every buffer that
+//! holds plaintext is wiped, in bulk, when dropped (`plain.rs`).
 //!
 //! ```
 //! use veil_attestation::channel::{AeadKind, Limits, Request, Response, ServerKeys, Target};
@@ -27,7 +34,10 @@ mod io;
 mod keys;
 mod message;
 pub mod padding;
+mod plain;
 mod server;
+#[cfg(test)]
+mod tests;
 
 pub use client::{PendingChunkedResponse, PendingResponse, ResponseStream, Target};
 pub use error::ChannelError;

@@ -5,9 +5,10 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use zeroize::Zeroizing;
 
-use super::io::{BoxWrite, Capped, Sink, put_varint, put_vec};
+use super::io::{BoxWrite, Capped, Sink, put_varint, put_vec, varint_len};
 use super::keys::{KeyId, ServerKeys};
 use super::message::{Headers, Request, Response, final_status};
+use super::plain::PlainBuf;
 use super::{ChannelError, padding};
 
 /// Limits on what the enclave will open.
@@ -28,15 +29,37 @@ impl Default for Limits {
 impl ServerKeys {
     /// Open a whole-message request (`message/ohttp-req`) sent to the key configuration
     /// `key_id` (from the `Veil-Key-Id` header).
+    ///
+    /// The encapsulated bytes are copied once, opened in place, and parsed there; the
+    /// body is moved to the front of that buffer, which becomes the request's body.
     pub fn open_request(
         &self,
         key_id: &KeyId,
         encapsulated: &[u8],
         limits: &Limits,
     ) -> Result<(Request, ResponseSealer), ChannelError> {
-        let (plaintext, sealer) = self.decapsulate(key_id, encapsulated, limits)?;
-        let request = Request::from_padded_bhttp(&plaintext)?;
+        let (buf, range, sealer) = self.decapsulate_in_place(key_id, encapsulated, limits)?;
+        let request = Request::from_plaintext(buf, range)?;
         Ok((request, sealer))
+    }
+
+    /// [`ServerKeys::open_request`] on an encapsulated request the caller owns (as read
+    /// from the network): it is opened in place in that buffer, which becomes the
+    /// request's body, so the request is never copied. The buffer is wiped on failure.
+    pub fn open_request_owned(
+        &self,
+        key_id: &KeyId,
+        encapsulated: Vec<u8>,
+        limits: &Limits,
+    ) -> Result<(Request, ResponseSealer), ChannelError> {
+        let mut buf = PlainBuf::from(encapsulated);
+        check_size(buf.len(), limits)?;
+        let server = self.server(key_id)?;
+        let (range, response) = server
+            .decapsulate_in_place(&mut buf)
+            .map_err(|e| ChannelError::from_open(&e))?;
+        let request = Request::from_plaintext(buf, range)?;
+        Ok((request, ResponseSealer { inner: response }))
     }
 
     /// Decapsulate a whole-message request to its Binary HTTP bytes (with any padding),
@@ -47,15 +70,23 @@ impl ServerKeys {
         encapsulated: &[u8],
         limits: &Limits,
     ) -> Result<(Zeroizing<Vec<u8>>, ResponseSealer), ChannelError> {
+        let (buf, range, sealer) = self.decapsulate_in_place(key_id, encapsulated, limits)?;
+        Ok((Zeroizing::new(buf.into_range(range)), sealer))
+    }
+
+    fn decapsulate_in_place(
+        &self,
+        key_id: &KeyId,
+        encapsulated: &[u8],
+        limits: &Limits,
+    ) -> Result<(PlainBuf, std::ops::Range<usize>, ResponseSealer), ChannelError> {
         check_size(encapsulated.len(), limits)?;
         let server = self.server(key_id)?;
-        let (plaintext, response) = server
-            .decapsulate(encapsulated)
+        let mut buf = PlainBuf::copy_of(encapsulated);
+        let (range, response) = server
+            .decapsulate_in_place(&mut buf)
             .map_err(|e| ChannelError::from_open(&e))?;
-        Ok((
-            Zeroizing::new(plaintext),
-            ResponseSealer { inner: response },
-        ))
+        Ok((buf, range, ResponseSealer { inner: response }))
     }
 
     /// Open a chunked request (`message/ohttp-chunked-req`) held in memory.
@@ -80,17 +111,26 @@ impl ServerKeys {
     ) -> Result<(Request, ChunkedResponseSealer), ChannelError> {
         let server = self.server(key_id)?.clone();
         let mut stream = server.decapsulate_stream(Capped::new(src, limits.max_request));
-        let mut plaintext = Zeroizing::new(Vec::new());
-        stream.read_to_end(&mut plaintext).await.map_err(|e| {
-            match ChannelError::from_stream(&e) {
-                ChannelError::TooLarge { what, .. } => ChannelError::TooLarge {
-                    what,
-                    limit: limits.max_request,
+        // Read into buffers that are wiped, and that grow without leaving copies.
+        let mut plaintext = PlainBuf::default();
+        let mut scratch = PlainBuf::from(vec![0u8; padding::MAX_CHUNK]);
+        loop {
+            let n = stream.read(&mut scratch[..]).await.map_err(
+                |e| match ChannelError::from_stream(&e) {
+                    ChannelError::TooLarge { what, .. } => ChannelError::TooLarge {
+                        what,
+                        limit: limits.max_request,
+                    },
+                    other => other,
                 },
-                other => other,
+            )?;
+            if n == 0 {
+                break;
             }
-        })?;
-        let request = Request::from_padded_bhttp(&plaintext)?;
+            plaintext.extend_secure(scratch.get(..n).unwrap_or_default());
+        }
+        let len = plaintext.len();
+        let request = Request::from_plaintext(plaintext, 0..len)?;
         let sink = Sink::default();
         let writer = stream
             .response(sink.clone())
@@ -129,11 +169,16 @@ impl std::fmt::Debug for ResponseSealer {
 
 impl ResponseSealer {
     /// Seal `response`, padded to its bucket, as `message/ohttp-res`.
+    ///
+    /// Written once, into a buffer with room for the response nonce and the AEAD tag,
+    /// and sealed there in place (see [`super::Target::seal_request`]).
     pub fn seal(self, response: &Response) -> Result<Vec<u8>, ChannelError> {
-        let plaintext = Zeroizing::new(response.to_padded_bhttp()?);
+        let mut buf =
+            response.encode_padded(self.inner.encapsulation_prefix_len(), self.inner.tag_len())?;
         self.inner
-            .encapsulate(&plaintext)
-            .map_err(|_| ChannelError::Crypto("response encapsulation"))
+            .encapsulate_in_place(&mut buf)
+            .map_err(|_| ChannelError::Crypto("response encapsulation"))?;
+        Ok(buf.into_sealed())
     }
 }
 
@@ -181,6 +226,11 @@ fn put_head(out: &mut Vec<u8>, status: u16, headers: &Headers) -> Result<(), Cha
     Ok(())
 }
 
+/// Length of a byte string of `n` bytes with its length prefix.
+fn field_len(n: usize) -> usize {
+    varint_len(n as u64) + n
+}
+
 fn put_fields_end(out: &mut Vec<u8>, fields: &Headers) {
     for (n, v) in fields.iter() {
         put_vec(out, n.as_bytes());
@@ -207,7 +257,7 @@ impl ChunkedResponseSealer {
         if self.state != State::Head {
             return Err(ChannelError::Misuse("head sealed twice"));
         }
-        let mut chunk = Zeroizing::new(Vec::new());
+        let mut chunk = PlainBuf::with_capacity(padding::MAX_CHUNK);
         put_head(&mut chunk, status, headers)?;
         // The padding field: name (1 + 12 bytes), a 2-byte value length, the value, and
         // the 1-byte end of the field section.
@@ -249,7 +299,7 @@ impl ChunkedResponseSealer {
         };
         let content_len = target.saturating_sub(len_len);
         let pad = content_len.saturating_sub(event.len());
-        let mut chunk = Zeroizing::new(Vec::with_capacity(target));
+        let mut chunk = PlainBuf::with_capacity(target);
         put_varint(&mut chunk, content_len as u64, len_len);
         chunk.extend_from_slice(event);
         chunk.push(b':');
@@ -266,9 +316,15 @@ impl ChunkedResponseSealer {
         if self.state != State::Body {
             return Err(ChannelError::Misuse("finish before the head"));
         }
-        let mut chunk = vec![0u8]; // content terminator
+        let fields: usize = trailers
+            .iter()
+            .map(|(n, v)| field_len(n.len()) + field_len(v.len()))
+            .sum();
+        let mut chunk = PlainBuf::with_capacity(padding::chunk_bucket(fields + 2));
+        chunk.push(0); // content terminator
         put_fields_end(&mut chunk, trailers);
-        chunk.resize(padding::chunk_bucket(chunk.len()), 0);
+        let padded = padding::chunk_bucket(chunk.len());
+        chunk.resize(padded, 0);
         let mut out = self.write(&chunk)?;
         out.extend(self.close()?);
         Ok(out)
@@ -281,7 +337,21 @@ impl ChunkedResponseSealer {
         if self.state != State::Head {
             return Err(ChannelError::Misuse("whole response after the head"));
         }
-        let mut plain = Zeroizing::new(Vec::new());
+        let fields = |h: &Headers| -> usize {
+            h.iter()
+                .map(|(n, v)| field_len(n.len()) + field_len(v.len()))
+                .sum()
+        };
+        // Head (framing, status, fields, end), content, terminator, trailers, end.
+        let len = 1
+            + 8
+            + fields(&response.headers)
+            + 1
+            + field_len(response.body.len())
+            + 1
+            + fields(&response.trailers)
+            + 1;
+        let mut plain = PlainBuf::with_capacity(padding::chunk_bucket(len));
         put_head(&mut plain, response.status, &response.headers)?;
         plain.push(0); // end of header fields
         if !response.body.is_empty() {

@@ -4,7 +4,7 @@ use thiserror::Error;
 pub enum Error {
     #[cfg(feature = "rust-hpke")]
     #[error("a problem occurred with the AEAD")]
-    Aead(#[from] aead::Error),
+    Aead,
     #[cfg(feature = "stream")]
     #[error("a stream chunk was larger than the maximum allowed size")]
     ChunkTooLarge,
@@ -41,6 +41,14 @@ pub enum Error {
     #[cfg(feature = "stream")]
     #[error("writes are not supported after closing")]
     WriteAfterClose,
+}
+
+// veil patch: the AEAD is ring's, whose error says nothing more.
+#[cfg(feature = "rust-hpke")]
+impl From<ring::error::Unspecified> for Error {
+    fn from(_v: ring::error::Unspecified) -> Self {
+        Self::Aead
+    }
 }
 
 impl From<std::num::TryFromIntError> for Error {

@@ -1,18 +1,22 @@
-use std::convert::TryFrom;
+//! veil patch: the AEAD is `ring`'s (AES-GCM with AES-NI/VAES and (V)PCLMULQDQ,
+//! ChaCha20-Poly1305 with SIMD), used in place. Upstream used the `RustCrypto`
+//! `aes-gcm` and `chacha20poly1305` crates through their allocating `Aead` API.
 
-use ::aead::{Aead as _, Key, KeyInit, Nonce, Payload};
-use ::aes_gcm::{Aes128Gcm, Aes256Gcm};
-use ::chacha20poly1305::ChaCha20Poly1305;
+use ring::aead::{
+    AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey,
+};
 
 use super::SymKey;
 use crate::{
     crypto::{Decrypt, Encrypt},
-    err::Res,
+    err::{Error, Res},
     hpke::Aead as AeadId,
 };
 
 /// All the nonces are the same length.  Exploit that.
 pub const NONCE_LEN: usize = 12;
+/// All the tags are the same length too.
+pub const TAG_LEN: usize = 16;
 const COUNTER_LEN: usize = 8;
 
 type SequenceNumber = u64;
@@ -23,74 +27,52 @@ pub enum Mode {
     Decrypt,
 }
 
-enum AeadEngine {
-    Aes128Gcm(Box<Aes128Gcm>),
-    Aes256Gcm(Box<Aes256Gcm>),
-    ChaCha20Poly1305(Box<ChaCha20Poly1305>),
-}
-
-// Dispatch functions; this just shows how janky that this sort of abstraction can be.
-// If this grows too much, this is fairly clearly responsive to using a macro.
-impl AeadEngine {
-    fn encrypt(&mut self, nonce: &[u8], pt: Payload) -> Res<Vec<u8>> {
-        let tag = match self {
-            Self::Aes128Gcm(e) => e.encrypt(&Nonce::<Aes128Gcm>::try_from(nonce)?, pt)?,
-            Self::Aes256Gcm(e) => e.encrypt(&Nonce::<Aes256Gcm>::try_from(nonce)?, pt)?,
-            Self::ChaCha20Poly1305(e) => {
-                e.encrypt(&Nonce::<ChaCha20Poly1305>::try_from(nonce)?, pt)?
-            }
-        };
-        Ok(tag)
-    }
-    fn decrypt(&mut self, nonce: &[u8], pt: Payload) -> Res<Vec<u8>> {
-        let tag = match self {
-            Self::Aes128Gcm(e) => e.decrypt(&Nonce::<Aes128Gcm>::try_from(nonce)?, pt)?,
-            Self::Aes256Gcm(e) => e.decrypt(&Nonce::<Aes256Gcm>::try_from(nonce)?, pt)?,
-            Self::ChaCha20Poly1305(e) => {
-                e.decrypt(&Nonce::<ChaCha20Poly1305>::try_from(nonce)?, pt)?
-            }
-        };
-        Ok(tag)
+fn algorithm(id: AeadId) -> &'static ring::aead::Algorithm {
+    match id {
+        AeadId::Aes128Gcm => &AES_128_GCM,
+        AeadId::Aes256Gcm => &AES_256_GCM,
+        AeadId::ChaCha20Poly1305 => &CHACHA20_POLY1305,
     }
 }
 
-/// A switch-hitting AEAD that uses a selected primitive.
+/// A switch-hitting AEAD that uses a selected primitive, with a nonce made from a
+/// base nonce and a sequence number (RFC 9180 §5.2; RFC 9458 §4.4 uses the same
+/// construction with sequence number 0).
 pub struct Aead {
     mode: Mode,
     #[allow(dead_code, reason = "Used by stream feature")]
     algorithm: AeadId,
-    engine: AeadEngine,
+    /// Boxed: `ring`'s key schedules are large, and this wipes it where it lies.
+    key: Box<LessSafeKey>,
     nonce_base: [u8; NONCE_LEN],
     seq: SequenceNumber,
 }
 
 impl Aead {
-    #[allow(clippy::unnecessary_wraps)]
     pub fn new(
         mode: Mode,
         algorithm: AeadId,
         key: &SymKey,
         nonce_base: [u8; NONCE_LEN],
     ) -> Res<Self> {
-        let aead = match algorithm {
-            AeadId::Aes128Gcm => AeadEngine::Aes128Gcm(Box::new(Aes128Gcm::new(
-                &Key::<Aes128Gcm>::try_from(key.as_ref())?,
-            ))),
-            AeadId::Aes256Gcm => AeadEngine::Aes256Gcm(Box::new(Aes256Gcm::new(
-                &Key::<Aes256Gcm>::try_from(key.as_ref())?,
-            ))),
-            AeadId::ChaCha20Poly1305 => {
-                AeadEngine::ChaCha20Poly1305(Box::new(ChaCha20Poly1305::new(&Key::<
-                    ChaCha20Poly1305,
-                >::try_from(
-                    key.as_ref()
-                )?)))
-            }
-        };
+        Self::from_key_bytes(mode, algorithm, key.as_ref(), nonce_base)
+    }
+
+    pub(crate) fn from_key_bytes(
+        mode: Mode,
+        algorithm: AeadId,
+        key: &[u8],
+        nonce_base: [u8; NONCE_LEN],
+    ) -> Res<Self> {
+        // ring checks the key length against the algorithm.
+        let key = Box::new(LessSafeKey::new(UnboundKey::new(
+            self::algorithm(algorithm),
+            key,
+        )?));
         Ok(Self {
             mode,
             algorithm,
-            engine: aead,
+            key,
             nonce_base,
             seq: 0,
         })
@@ -102,27 +84,94 @@ impl Aead {
         Ok(SymKey::from(k))
     }
 
-    fn nonce(&self, seq: SequenceNumber) -> Vec<u8> {
-        let mut nonce = Vec::from(self.nonce_base);
-        for (i, n) in nonce.iter_mut().rev().take(COUNTER_LEN).enumerate() {
-            *n ^= u8::try_from((seq >> (8 * i)) & 0xff).unwrap();
+    fn nonce(&self, seq: SequenceNumber) -> Nonce {
+        let mut nonce = self.nonce_base;
+        for (n, s) in nonce[NONCE_LEN - COUNTER_LEN..]
+            .iter_mut()
+            .zip(seq.to_be_bytes())
+        {
+            *n ^= s;
         }
-        nonce
+        Nonce::assume_unique_for_key(nonce)
     }
 
+    /// The next sequence number; an error, never a wrap, at the end of the space
+    /// (RFC 9180 §5.2, `MessageLimitReachedError`).
+    fn next_seq(&mut self) -> Res<SequenceNumber> {
+        let seq = self.seq;
+        self.seq = seq.checked_add(1).ok_or(Error::Internal)?;
+        Ok(seq)
+    }
+
+    /// Encrypt `buf` in place and return the tag.
+    pub fn seal_in_place(&mut self, aad: &[u8], buf: &mut [u8]) -> Res<[u8; TAG_LEN]> {
+        if self.mode != Mode::Encrypt {
+            return Err(Error::Internal);
+        }
+        let seq = self.next_seq()?;
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(self.nonce(seq), Aad::from(aad), buf)?;
+        let mut out = [0; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Decrypt `buf` (ciphertext then tag) in place, with an explicit sequence number.
+    /// On success, the plaintext is the returned prefix of `buf`; on failure, the
+    /// part of `buf` that held ciphertext has been zeroed (ring does this).
+    pub fn open_seq_in_place<'a>(
+        &self,
+        aad: &[u8],
+        seq: SequenceNumber,
+        buf: &'a mut [u8],
+    ) -> Res<&'a mut [u8]> {
+        if self.mode != Mode::Decrypt {
+            return Err(Error::Internal);
+        }
+        if buf.len() < TAG_LEN {
+            return Err(Error::Truncated);
+        }
+        Ok(self
+            .key
+            .open_in_place(self.nonce(seq), Aad::from(aad), buf)?)
+    }
+
+    /// Decrypt `buf` in place with the next sequence number.
+    pub fn open_in_place<'a>(&mut self, aad: &[u8], buf: &'a mut [u8]) -> Res<&'a mut [u8]> {
+        let seq = self.next_seq()?;
+        self.open_seq_in_place(aad, seq, buf)
+    }
+
+    #[allow(dead_code, reason = "Used by stream feature")]
     pub fn open_seq(&mut self, aad: &[u8], seq: SequenceNumber, ct: &[u8]) -> Res<Vec<u8>> {
-        assert_eq!(self.mode, Mode::Decrypt);
-        let nonce = self.nonce(seq);
-        let pt = self.engine.decrypt(&nonce, Payload { msg: ct, aad })?;
-        Ok(pt)
+        let mut buf = ct.to_vec();
+        let len = self.open_seq_in_place(aad, seq, &mut buf)?.len();
+        buf.truncate(len);
+        Ok(buf)
+    }
+}
+
+impl Drop for Aead {
+    /// `ring` does not wipe its expanded keys. Overwrite the key schedule in place with
+    /// that of an all-zero key (same algorithm, so the same layout), and keep the store
+    /// from being optimised away; clear the base nonce the same way.
+    fn drop(&mut self) {
+        let alg = self.key.algorithm();
+        let zero = [0u8; 32];
+        if let Ok(k) = UnboundKey::new(alg, &zero[..alg.key_len()]) {
+            *self.key = LessSafeKey::new(k);
+        }
+        self.nonce_base = [0; NONCE_LEN];
+        std::hint::black_box(&*self.key);
+        std::hint::black_box(&self.nonce_base);
     }
 }
 
 impl Decrypt for Aead {
     fn open(&mut self, aad: &[u8], ct: &[u8]) -> Res<Vec<u8>> {
-        let res = self.open_seq(aad, self.seq, ct);
-        self.seq += 1;
-        res
+        let seq = self.next_seq()?;
+        self.open_seq(aad, seq, ct)
     }
 
     fn alg(&self) -> AeadId {
@@ -132,12 +181,11 @@ impl Decrypt for Aead {
 
 impl Encrypt for Aead {
     fn seal(&mut self, aad: &[u8], pt: &[u8]) -> Res<Vec<u8>> {
-        assert_eq!(self.mode, Mode::Encrypt);
-        // A copy for the nonce generator to write into.  But we don't use the value.
-        let nonce = self.nonce(self.seq);
-        self.seq += 1;
-        let ct = self.engine.encrypt(&nonce, Payload { msg: pt, aad })?;
-        Ok(ct)
+        let mut buf = Vec::with_capacity(pt.len() + TAG_LEN);
+        buf.extend_from_slice(pt);
+        let tag = self.seal_in_place(aad, &mut buf)?;
+        buf.extend_from_slice(&tag);
+        Ok(buf)
     }
 
     fn alg(&self) -> AeadId {
@@ -306,5 +354,18 @@ mod test {
             let pt = d.open(&[], &ct).unwrap();
             assert_eq!(pt, PT);
         }
+    }
+
+    #[test]
+    fn failed_open_wipes_and_errs() {
+        const ALG: AeadId = AeadId::ChaCha20Poly1305;
+        let k = Aead::import_key(ALG, &[9; 32]).unwrap();
+        let mut e = Aead::new(Mode::Encrypt, ALG, &k, [1; NONCE_LEN]).unwrap();
+        let mut d = Aead::new(Mode::Decrypt, ALG, &k, [1; NONCE_LEN]).unwrap();
+        let mut ct = e.seal(b"", b"secret plaintext").unwrap();
+        ct[0] ^= 1;
+        assert!(d.open_in_place(b"", &mut ct).is_err());
+        assert!(ct[..16].iter().all(|&b| b == 0));
+        assert!(d.open_in_place(b"", &mut [0u8; 15]).is_err());
     }
 }

@@ -1,18 +1,32 @@
+//! HPKE (RFC 9180), base mode.
+//!
+//! veil patch: upstream ran HPKE entirely inside the `hpke` crate, whose contexts do
+//! not hand out their key and base nonce, so the symmetric work had to use its
+//! `RustCrypto` AEADs and could not be done in place. Here the KEM shared secret comes
+//! from `hpke`'s KEMs (P-256, X-Wing) or from `super::x25519` (DHKEM(X25519)); the key
+//! schedule (RFC 9180 §5.1, HKDF-SHA256 from the same `hkdf`/`sha2` crates `hpke`
+//! uses) is written out here, and the derived key and base nonce feed `ring`'s AEAD
+//! (`super::aead`), which seals and opens in place. Every intermediate secret (shared
+//! secret, PRKs, key, base nonce, exporter secret) is wiped on drop.
+
 use std::ops::Deref;
 
 use ::hpke as rust_hpke;
-use ::hpke::inout::InOutBuf;
+use hkdf::{Hkdf, HkdfExtract};
 use hpke::kem::DhP256HkdfSha256;
 use log::trace;
 use rust_hpke::{
-    Deserializable, OpModeR, OpModeS, Serializable,
-    aead::{AeadCtxR, AeadCtxS, AeadTag, AesGcm128, ChaCha20Poly1305},
-    kdf::HkdfSha256,
+    Deserializable, HpkeError, Serializable,
     kem::{Kem as KemTrait, X25519HkdfSha256, XWing},
-    setup_receiver, setup_sender,
 };
+use sha2::Sha256;
+use zeroize::{Zeroize, Zeroizing};
 
-use super::SymKey;
+use super::{
+    SymKey,
+    aead::{Aead as AeadCtx, Mode, NONCE_LEN, TAG_LEN},
+    x25519,
+};
 use crate::{
     Error, Res,
     crypto::{Decrypt, Encrypt},
@@ -49,6 +63,16 @@ impl Config {
             && self.kdf == Kdf::HkdfSha256
             && matches!(self.aead, Aead::Aes128Gcm | Aead::ChaCha20Poly1305)
     }
+
+    /// `suite_id` of the key schedule: "HPKE" || `kem_id` || `kdf_id` || `aead_id`.
+    fn suite_id(self) -> [u8; 10] {
+        let mut id = [0; 10];
+        id[..4].copy_from_slice(b"HPKE");
+        id[4..6].copy_from_slice(&u16::from(self.kem).to_be_bytes());
+        id[6..8].copy_from_slice(&u16::from(self.kdf).to_be_bytes());
+        id[8..].copy_from_slice(&u16::from(self.aead).to_be_bytes());
+        id
+    }
 }
 
 impl Default for Config {
@@ -64,7 +88,7 @@ impl Default for Config {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum PublicKey {
-    X25519(<X25519HkdfSha256 as KemTrait>::PublicKey),
+    X25519(x25519::PublicKey),
     P256(<DhP256HkdfSha256 as KemTrait>::PublicKey),
     XWing(<XWing as KemTrait>::PublicKey),
 }
@@ -73,10 +97,18 @@ impl PublicKey {
     #[allow(clippy::unnecessary_wraps)]
     pub fn key_data(&self) -> Res<Vec<u8>> {
         Ok(match self {
-            Self::X25519(k) => Vec::from(k.to_bytes().as_slice()),
+            Self::X25519(k) => Vec::from(&k.bytes()[..]),
             Self::P256(k) => Vec::from(k.to_bytes().as_slice()),
             Self::XWing(k) => Vec::from(k.to_bytes().as_slice()),
         })
+    }
+
+    /// veil patch: precompute what makes repeated encapsulation to this key faster
+    /// (see `x25519::PublicKey::precompute`); nothing for the other KEMs.
+    pub fn precompute(&mut self) {
+        if let Self::X25519(k) = self {
+            k.precompute();
+        }
     }
 }
 
@@ -93,7 +125,7 @@ impl std::fmt::Debug for PublicKey {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum PrivateKey {
-    X25519(<X25519HkdfSha256 as KemTrait>::PrivateKey),
+    X25519(x25519::KeyPair),
     P256(<DhP256HkdfSha256 as KemTrait>::PrivateKey),
     XWing(<XWing as KemTrait>::PrivateKey),
 }
@@ -102,7 +134,7 @@ impl PrivateKey {
     #[allow(clippy::unnecessary_wraps)]
     pub fn key_data(&self) -> Res<Vec<u8>> {
         Ok(match self {
-            Self::X25519(k) => Vec::from(k.to_bytes().as_slice()),
+            Self::X25519(k) => Vec::from(&k.secret_bytes()[..]),
             Self::P256(k) => Vec::from(k.to_bytes().as_slice()),
             Self::XWing(k) => Vec::from(k.to_bytes().as_slice()),
         })
@@ -120,118 +152,180 @@ impl std::fmt::Debug for PrivateKey {
     }
 }
 
-// TODO: Use macros here.  To do that, we needs concat_ident!(), but it's not ready.
-// This is what a macro that uses concat_ident!() might produce, written out in full.
-enum SenderContextX25519HkdfSha256HkdfSha256 {
-    AesGcm128(Box<AeadCtxS<AesGcm128, HkdfSha256, X25519HkdfSha256>>),
-    ChaCha20Poly1305(Box<AeadCtxS<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>>),
+/// The output length of HKDF-SHA256, `Nh`.
+const NH: usize = 32;
+/// The KEM shared secret length, `Nsecret`: 32 for every KEM offered here.
+const NSECRET: usize = 32;
+const HPKE_V1: &[u8] = b"HPKE-v1";
+const MODE_BASE: u8 = 0;
+
+type Secret = Zeroizing<[u8; NH]>;
+
+/// `LabeledExtract(salt, label, ikm)` (RFC 9180 §4).
+fn labeled_extract(suite_id: &[u8], salt: &[u8], label: &[u8], ikm: &[u8]) -> Secret {
+    let mut ext = HkdfExtract::<Sha256>::new(Some(salt));
+    ext.input_ikm(HPKE_V1);
+    ext.input_ikm(suite_id);
+    ext.input_ikm(label);
+    ext.input_ikm(ikm);
+    let (mut prk, _) = ext.finalize();
+    let mut out = Zeroizing::new([0; NH]);
+    out.copy_from_slice(&prk);
+    prk.as_mut_slice().zeroize();
+    out
 }
 
-enum SenderContextP256HkdfSha256HkdfSha256 {
-    AesGcm128(Box<AeadCtxS<AesGcm128, HkdfSha256, DhP256HkdfSha256>>),
-    ChaCha20Poly1305(Box<AeadCtxS<ChaCha20Poly1305, HkdfSha256, DhP256HkdfSha256>>),
+/// `LabeledExpand(prk, label, info, L)` (RFC 9180 §4), `L = out.len()`.
+fn labeled_expand(
+    suite_id: &[u8],
+    prk: &[u8; NH],
+    label: &[u8],
+    info: &[u8],
+    out: &mut [u8],
+) -> Res<()> {
+    let len = u16::try_from(out.len())
+        .map_err(|_| Error::Hpke(HpkeError::KdfOutputTooLong))?
+        .to_be_bytes();
+    let hkdf = Hkdf::<Sha256>::from_prk(prk).map_err(|_| Error::Internal)?;
+    hkdf.expand_multi_info(&[&len, HPKE_V1, suite_id, label, info], out)
+        .map_err(|_| Error::Hpke(HpkeError::KdfOutputTooLong))
 }
 
-enum SenderContextXWingHkdfSha256HkdfSha256 {
-    AesGcm128(Box<AeadCtxS<AesGcm128, HkdfSha256, XWing>>),
-    ChaCha20Poly1305(Box<AeadCtxS<ChaCha20Poly1305, HkdfSha256, XWing>>),
+/// `ExtractAndExpand(dh, kem_context)` of DHKEM (RFC 9180 §4.1).
+fn extract_and_expand(kem: Kem, dh: &[u8], kem_context: &[&[u8]]) -> Res<Secret> {
+    let mut suite_id = [0; 5];
+    suite_id[..3].copy_from_slice(b"KEM");
+    suite_id[3..].copy_from_slice(&u16::from(kem).to_be_bytes());
+    let eae_prk = labeled_extract(&suite_id, b"", b"eae_prk", dh);
+    let mut ctx = Vec::with_capacity(kem_context.iter().map(|c| c.len()).sum());
+    for c in kem_context {
+        ctx.extend_from_slice(c);
+    }
+    let mut shared_secret = Zeroizing::new([0; NSECRET]);
+    labeled_expand(
+        &suite_id,
+        &eae_prk,
+        b"shared_secret",
+        &ctx,
+        &mut shared_secret[..],
+    )?;
+    Ok(shared_secret)
 }
 
-enum SenderContextX25519HkdfSha256 {
-    HkdfSha256(SenderContextX25519HkdfSha256HkdfSha256),
+fn copy_secret(s: &[u8]) -> Res<Secret> {
+    let mut out = Zeroizing::new([0; NSECRET]);
+    if s.len() != NSECRET {
+        return Err(Error::Internal);
+    }
+    out.copy_from_slice(s);
+    Ok(out)
 }
 
-enum SenderContextP256HkdfSha256 {
-    HkdfSha256(SenderContextP256HkdfSha256HkdfSha256),
+/// `Encap(pkR)`: the shared secret and `enc`.
+fn encap(kem: Kem, pk_r: &PublicKey) -> Res<(Secret, Vec<u8>)> {
+    match (kem, pk_r) {
+        (Kem::X25519Sha256, PublicKey::X25519(pk_r)) => {
+            let (enc, dh) = x25519::ephemeral_dh(pk_r)?;
+            let ss = extract_and_expand(kem, &dh[..], &[&enc, pk_r.bytes()])?;
+            Ok((ss, enc.to_vec()))
+        }
+        (Kem::P256Sha256, PublicKey::P256(pk_r)) => {
+            let (ss, enc) = DhP256HkdfSha256::encap(pk_r, None)?;
+            Ok((copy_secret(&ss.0)?, Vec::from(enc.to_bytes().as_slice())))
+        }
+        (Kem::XWing, PublicKey::XWing(pk_r)) => {
+            let (ss, enc) = XWing::encap(pk_r, None)?;
+            Ok((copy_secret(&ss.0)?, Vec::from(enc.to_bytes().as_slice())))
+        }
+        _ => Err(Error::InvalidKeyType),
+    }
 }
 
-enum SenderContextXWingHkdfSha256 {
-    HkdfSha256(SenderContextXWingHkdfSha256HkdfSha256),
+/// `Decap(enc, skR)`: the shared secret.
+fn decap(kem: Kem, sk_r: &PrivateKey, enc: &[u8]) -> Res<Secret> {
+    match (kem, sk_r) {
+        (Kem::X25519Sha256, PrivateKey::X25519(sk_r)) => {
+            let enc: &[u8; x25519::LEN] = enc.try_into().map_err(|_| {
+                Error::Hpke(HpkeError::IncorrectInputLength(x25519::LEN, enc.len()))
+            })?;
+            let dh = sk_r.dh(enc)?;
+            extract_and_expand(kem, &dh[..], &[enc, sk_r.public()])
+        }
+        (Kem::P256Sha256, PrivateKey::P256(sk_r)) => {
+            let enc = <DhP256HkdfSha256 as KemTrait>::EncappedKey::from_bytes(enc)?;
+            let ss = DhP256HkdfSha256::decap(sk_r, None, &enc)?;
+            copy_secret(&ss.0)
+        }
+        (Kem::XWing, PrivateKey::XWing(sk_r)) => {
+            let enc = <XWing as KemTrait>::EncappedKey::from_bytes(enc)?;
+            let ss = XWing::decap(sk_r, None, &enc)?;
+            copy_secret(&ss.0)
+        }
+        _ => Err(Error::InvalidKeyType),
+    }
 }
 
-enum SenderContext {
-    X25519HkdfSha256(SenderContextX25519HkdfSha256),
-    P256HkdfSha256(SenderContextP256HkdfSha256),
-    XWingHkdfSha256(SenderContextXWingHkdfSha256),
+/// An HPKE context (RFC 9180 §5.2): the AEAD with its base nonce and sequence number,
+/// and the exporter secret.
+struct Context {
+    config: Config,
+    aead: AeadCtx,
+    exporter_secret: Secret,
 }
 
-impl SenderContext {
-    fn seal(&mut self, plaintext: &mut [u8], aad: &[u8]) -> Res<Vec<u8>> {
-        let buf = InOutBuf::from(plaintext);
-        Ok(match self {
-            Self::X25519HkdfSha256(SenderContextX25519HkdfSha256::HkdfSha256(
-                SenderContextX25519HkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                let tag = context.seal_inout_detached(buf, aad)?;
-                Vec::from(tag.to_bytes().as_slice())
-            }
-            Self::X25519HkdfSha256(SenderContextX25519HkdfSha256::HkdfSha256(
-                SenderContextX25519HkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                let tag = context.seal_inout_detached(buf, aad)?;
-                Vec::from(tag.to_bytes().as_slice())
-            }
-            Self::P256HkdfSha256(SenderContextP256HkdfSha256::HkdfSha256(
-                SenderContextP256HkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                let tag = context.seal_inout_detached(buf, aad)?;
-                Vec::from(tag.to_bytes().as_slice())
-            }
-            Self::P256HkdfSha256(SenderContextP256HkdfSha256::HkdfSha256(
-                SenderContextP256HkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                let tag = context.seal_inout_detached(buf, aad)?;
-                Vec::from(tag.to_bytes().as_slice())
-            }
-            Self::XWingHkdfSha256(SenderContextXWingHkdfSha256::HkdfSha256(
-                SenderContextXWingHkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                let tag = context.seal_inout_detached(buf, aad)?;
-                Vec::from(tag.to_bytes().as_slice())
-            }
-            Self::XWingHkdfSha256(SenderContextXWingHkdfSha256::HkdfSha256(
-                SenderContextXWingHkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                let tag = context.seal_inout_detached(buf, aad)?;
-                Vec::from(tag.to_bytes().as_slice())
-            }
+impl Context {
+    /// `KeyScheduleS/R(mode_base, shared_secret, info, "", "")` (RFC 9180 §5.1).
+    fn key_schedule(mode: Mode, config: Config, shared_secret: &[u8], info: &[u8]) -> Res<Self> {
+        if !config.supported() {
+            return Err(Error::Unsupported);
+        }
+        let suite_id = config.suite_id();
+        let psk_id_hash = labeled_extract(&suite_id, b"", b"psk_id_hash", b"");
+        let info_hash = labeled_extract(&suite_id, b"", b"info_hash", info);
+        let mut context = [0; 1 + 2 * NH];
+        context[0] = MODE_BASE;
+        context[1..=NH].copy_from_slice(&psk_id_hash[..]);
+        context[1 + NH..].copy_from_slice(&info_hash[..]);
+        let secret = labeled_extract(&suite_id, shared_secret, b"secret", b"");
+
+        let nk = config.aead().n_k();
+        let mut key = Zeroizing::new([0; 32]);
+        labeled_expand(&suite_id, &secret, b"key", &context, &mut key[..nk])?;
+        let mut base_nonce = Zeroizing::new([0; NONCE_LEN]);
+        labeled_expand(
+            &suite_id,
+            &secret,
+            b"base_nonce",
+            &context,
+            &mut base_nonce[..],
+        )?;
+        let mut exporter_secret = Zeroizing::new([0; NH]);
+        labeled_expand(
+            &suite_id,
+            &secret,
+            b"exp",
+            &context,
+            &mut exporter_secret[..],
+        )?;
+        let aead = AeadCtx::from_key_bytes(mode, config.aead(), &key[..nk], *base_nonce)?;
+        Ok(Self {
+            config,
+            aead,
+            exporter_secret,
         })
     }
 
-    fn export(&self, info: &[u8], out_buf: &mut [u8]) -> Res<()> {
-        match self {
-            Self::X25519HkdfSha256(SenderContextX25519HkdfSha256::HkdfSha256(
-                SenderContextX25519HkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-            Self::X25519HkdfSha256(SenderContextX25519HkdfSha256::HkdfSha256(
-                SenderContextX25519HkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-            Self::P256HkdfSha256(SenderContextP256HkdfSha256::HkdfSha256(
-                SenderContextP256HkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-            Self::P256HkdfSha256(SenderContextP256HkdfSha256::HkdfSha256(
-                SenderContextP256HkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-            Self::XWingHkdfSha256(SenderContextXWingHkdfSha256::HkdfSha256(
-                SenderContextXWingHkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-            Self::XWingHkdfSha256(SenderContextXWingHkdfSha256::HkdfSha256(
-                SenderContextXWingHkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-        }
-        Ok(())
+    /// `Context.Export(exporter_context, L)` (RFC 9180 §5.3).
+    fn export(&self, info: &[u8], len: usize) -> Res<SymKey> {
+        let mut out = vec![0; len];
+        labeled_expand(
+            &self.config.suite_id(),
+            &self.exporter_secret,
+            b"sec",
+            info,
+            &mut out,
+        )?;
+        Ok(SymKey::from(out))
     }
 }
 
@@ -241,116 +335,23 @@ pub trait Exporter {
 
 #[allow(clippy::module_name_repetitions)]
 pub struct HpkeS {
-    context: SenderContext,
+    context: Context,
     enc: Vec<u8>,
-    config: Config,
 }
 
 impl HpkeS {
     /// Create a new context that uses the KEM mode for sending.
     pub fn new(config: Config, pk_r: &PublicKey, info: &[u8]) -> Res<Self> {
-        macro_rules! dispatch_hpkes_new {
-            {
-                ($c:expr, $pk:expr): [$( $(#[$meta:meta])* {
-                    $kemid:path => $kem:path,
-                    $kdfid:path => $kdf:path,
-                    $aeadid:path => $aead:path,
-                    $pke:path, $ctxt1:path, $ctxt2:path, $ctxt3:path $(,)?
-                }),* $(,)?]
-            } => {
-                match ($c, $pk) {
-                    $(
-                        $(#[$meta])*
-                        (
-                            Config {
-                                kem: $kemid,
-                                kdf: $kdfid,
-                                aead: $aeadid,
-                            },
-                            $pke(pk_r),
-                        ) => {
-                            let (enc, context) = setup_sender::<$aead, $kdf, $kem>(
-                                &OpModeS::Base,
-                                pk_r,
-                                info,
-                            )?;
-                            (
-                                $ctxt1($ctxt2($ctxt3(Box::new(context)))),
-                                Vec::from(enc.to_bytes().as_slice()),
-                            )
-                        }
-                    )*
-                    _ => return Err(Error::InvalidKeyType),
-                }
-            };
+        if !config.supported() {
+            return Err(Error::InvalidKeyType);
         }
-
-        let (context, enc) = dispatch_hpkes_new! { (config, pk_r): [
-            {
-                Kem::X25519Sha256 => X25519HkdfSha256,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::Aes128Gcm => AesGcm128,
-                PublicKey::X25519,
-                SenderContext::X25519HkdfSha256,
-                SenderContextX25519HkdfSha256::HkdfSha256,
-                SenderContextX25519HkdfSha256HkdfSha256::AesGcm128,
-            },
-            {
-                Kem::X25519Sha256 => X25519HkdfSha256,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::ChaCha20Poly1305 => ChaCha20Poly1305,
-                PublicKey::X25519,
-                SenderContext::X25519HkdfSha256,
-                SenderContextX25519HkdfSha256::HkdfSha256,
-                SenderContextX25519HkdfSha256HkdfSha256::ChaCha20Poly1305,
-            },
-            {
-                Kem::P256Sha256 => DhP256HkdfSha256,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::Aes128Gcm => AesGcm128,
-                PublicKey::P256,
-                SenderContext::P256HkdfSha256,
-                SenderContextP256HkdfSha256::HkdfSha256,
-                SenderContextP256HkdfSha256HkdfSha256::AesGcm128,
-            },
-            {
-                Kem::P256Sha256 => DhP256HkdfSha256,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::ChaCha20Poly1305 => ChaCha20Poly1305,
-                PublicKey::P256,
-                SenderContext::P256HkdfSha256,
-                SenderContextP256HkdfSha256::HkdfSha256,
-                SenderContextP256HkdfSha256HkdfSha256::ChaCha20Poly1305,
-            },
-            {
-                Kem::XWing => XWing,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::Aes128Gcm => AesGcm128,
-                PublicKey::XWing,
-                SenderContext::XWingHkdfSha256,
-                SenderContextXWingHkdfSha256::HkdfSha256,
-                SenderContextXWingHkdfSha256HkdfSha256::AesGcm128,
-            },
-            {
-                Kem::XWing => XWing,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::ChaCha20Poly1305 => ChaCha20Poly1305,
-                PublicKey::XWing,
-                SenderContext::XWingHkdfSha256,
-                SenderContextXWingHkdfSha256::HkdfSha256,
-                SenderContextXWingHkdfSha256HkdfSha256::ChaCha20Poly1305,
-            },
-        ]};
-
-        Ok(Self {
-            context,
-            enc,
-            config,
-        })
+        let (shared_secret, enc) = encap(config.kem(), pk_r)?;
+        let context = Context::key_schedule(Mode::Encrypt, config, &shared_secret[..], info)?;
+        Ok(Self { context, enc })
     }
 
     pub fn config(&self) -> Config {
-        self.config
+        self.context.config
     }
 
     /// Get the encapsulated KEM secret.
@@ -358,198 +359,43 @@ impl HpkeS {
     pub fn enc(&self) -> Res<Vec<u8>> {
         Ok(self.enc.clone())
     }
+
+    /// `Context.Seal(aad, pt)` in place: `buf` is encrypted, the tag returned.
+    pub fn seal_in_place(&mut self, aad: &[u8], buf: &mut [u8]) -> Res<[u8; TAG_LEN]> {
+        self.context.aead.seal_in_place(aad, buf)
+    }
 }
 
 impl Encrypt for HpkeS {
     fn seal(&mut self, aad: &[u8], pt: &[u8]) -> Res<Vec<u8>> {
-        let mut buf = pt.to_owned();
-        let mut tag = self.context.seal(&mut buf, aad)?;
-        buf.append(&mut tag);
-        Ok(buf)
+        self.context.aead.seal(aad, pt)
     }
 
     fn alg(&self) -> Aead {
-        self.config.aead()
+        self.context.config.aead()
     }
 }
 
 impl Exporter for HpkeS {
     fn export(&self, info: &[u8], len: usize) -> Res<SymKey> {
-        let mut buf = vec![0; len];
-        self.context.export(info, &mut buf)?;
-        Ok(SymKey::from(buf))
+        self.context.export(info, len)
     }
 }
 
 impl Deref for HpkeS {
     type Target = Config;
     fn deref(&self) -> &Self::Target {
-        &self.config
-    }
-}
-
-enum ReceiverContextX25519HkdfSha256HkdfSha256 {
-    AesGcm128(Box<AeadCtxR<AesGcm128, HkdfSha256, X25519HkdfSha256>>),
-    ChaCha20Poly1305(Box<AeadCtxR<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>>),
-}
-
-enum ReceiverContextP256HkdfSha256HkdfSha256 {
-    AesGcm128(Box<AeadCtxR<AesGcm128, HkdfSha256, DhP256HkdfSha256>>),
-    ChaCha20Poly1305(Box<AeadCtxR<ChaCha20Poly1305, HkdfSha256, DhP256HkdfSha256>>),
-}
-
-enum ReceiverContextXWingHkdfSha256HkdfSha256 {
-    AesGcm128(Box<AeadCtxR<AesGcm128, HkdfSha256, XWing>>),
-    ChaCha20Poly1305(Box<AeadCtxR<ChaCha20Poly1305, HkdfSha256, XWing>>),
-}
-
-enum ReceiverContextX25519HkdfSha256 {
-    HkdfSha256(ReceiverContextX25519HkdfSha256HkdfSha256),
-}
-
-enum ReceiverContextP256HkdfSha256 {
-    HkdfSha256(ReceiverContextP256HkdfSha256HkdfSha256),
-}
-
-enum ReceiverContextXWingHkdfSha256 {
-    HkdfSha256(ReceiverContextXWingHkdfSha256HkdfSha256),
-}
-
-enum ReceiverContext {
-    X25519HkdfSha256(ReceiverContextX25519HkdfSha256),
-    P256HkdfSha256(ReceiverContextP256HkdfSha256),
-    XWingHkdfSha256(ReceiverContextXWingHkdfSha256),
-}
-
-impl ReceiverContext {
-    fn open<'a>(&mut self, ciphertext: &'a mut [u8], aad: &[u8]) -> Res<&'a [u8]> {
-        Ok(match self {
-            Self::X25519HkdfSha256(ReceiverContextX25519HkdfSha256::HkdfSha256(
-                ReceiverContextX25519HkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                if ciphertext.len() < AeadTag::<AesGcm128>::size() {
-                    return Err(Error::Truncated);
-                }
-                let (ct, tag_slice) =
-                    ciphertext.split_at_mut(ciphertext.len() - AeadTag::<AesGcm128>::size());
-                let mut ct = InOutBuf::from(ct);
-                let tag = AeadTag::<AesGcm128>::from_bytes(tag_slice)?;
-                context.open_inout_detached(ct.reborrow(), aad, &tag)?;
-                ct.into_out()
-            }
-            Self::X25519HkdfSha256(ReceiverContextX25519HkdfSha256::HkdfSha256(
-                ReceiverContextX25519HkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                if ciphertext.len() < AeadTag::<ChaCha20Poly1305>::size() {
-                    return Err(Error::Truncated);
-                }
-                let (ct, tag_slice) =
-                    ciphertext.split_at_mut(ciphertext.len() - AeadTag::<ChaCha20Poly1305>::size());
-                let mut ct = InOutBuf::from(ct);
-                let tag = AeadTag::<ChaCha20Poly1305>::from_bytes(tag_slice)?;
-                context.open_inout_detached(ct.reborrow(), aad, &tag)?;
-                ct.into_out()
-            }
-            Self::P256HkdfSha256(ReceiverContextP256HkdfSha256::HkdfSha256(
-                ReceiverContextP256HkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                if ciphertext.len() < AeadTag::<AesGcm128>::size() {
-                    return Err(Error::Truncated);
-                }
-                let (ct, tag_slice) =
-                    ciphertext.split_at_mut(ciphertext.len() - AeadTag::<AesGcm128>::size());
-                let mut ct = InOutBuf::from(ct);
-                let tag = AeadTag::<AesGcm128>::from_bytes(tag_slice)?;
-                context.open_inout_detached(ct.reborrow(), aad, &tag)?;
-                ct.into_out()
-            }
-            Self::P256HkdfSha256(ReceiverContextP256HkdfSha256::HkdfSha256(
-                ReceiverContextP256HkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                if ciphertext.len() < AeadTag::<ChaCha20Poly1305>::size() {
-                    return Err(Error::Truncated);
-                }
-                let (ct, tag_slice) =
-                    ciphertext.split_at_mut(ciphertext.len() - AeadTag::<ChaCha20Poly1305>::size());
-                let mut ct = InOutBuf::from(ct);
-                let tag = AeadTag::<ChaCha20Poly1305>::from_bytes(tag_slice)?;
-                context.open_inout_detached(ct.reborrow(), aad, &tag)?;
-                ct.into_out()
-            }
-            Self::XWingHkdfSha256(ReceiverContextXWingHkdfSha256::HkdfSha256(
-                ReceiverContextXWingHkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                if ciphertext.len() < AeadTag::<AesGcm128>::size() {
-                    return Err(Error::Truncated);
-                }
-                let (ct, tag_slice) =
-                    ciphertext.split_at_mut(ciphertext.len() - AeadTag::<AesGcm128>::size());
-                let mut ct = InOutBuf::from(ct);
-                let tag = AeadTag::<AesGcm128>::from_bytes(tag_slice)?;
-                context.open_inout_detached(ct.reborrow(), aad, &tag)?;
-                ct.into_out()
-            }
-            Self::XWingHkdfSha256(ReceiverContextXWingHkdfSha256::HkdfSha256(
-                ReceiverContextXWingHkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                if ciphertext.len() < AeadTag::<ChaCha20Poly1305>::size() {
-                    return Err(Error::Truncated);
-                }
-                let (ct, tag_slice) =
-                    ciphertext.split_at_mut(ciphertext.len() - AeadTag::<ChaCha20Poly1305>::size());
-                let mut ct = InOutBuf::from(ct);
-                let tag = AeadTag::<ChaCha20Poly1305>::from_bytes(tag_slice)?;
-                context.open_inout_detached(ct.reborrow(), aad, &tag)?;
-                ct.into_out()
-            }
-        })
-    }
-
-    fn export(&self, info: &[u8], out_buf: &mut [u8]) -> Res<()> {
-        match self {
-            Self::X25519HkdfSha256(ReceiverContextX25519HkdfSha256::HkdfSha256(
-                ReceiverContextX25519HkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-            Self::X25519HkdfSha256(ReceiverContextX25519HkdfSha256::HkdfSha256(
-                ReceiverContextX25519HkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-            Self::P256HkdfSha256(ReceiverContextP256HkdfSha256::HkdfSha256(
-                ReceiverContextP256HkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-            Self::P256HkdfSha256(ReceiverContextP256HkdfSha256::HkdfSha256(
-                ReceiverContextP256HkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-            Self::XWingHkdfSha256(ReceiverContextXWingHkdfSha256::HkdfSha256(
-                ReceiverContextXWingHkdfSha256HkdfSha256::AesGcm128(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-            Self::XWingHkdfSha256(ReceiverContextXWingHkdfSha256::HkdfSha256(
-                ReceiverContextXWingHkdfSha256HkdfSha256::ChaCha20Poly1305(context),
-            )) => {
-                context.export(info, out_buf)?;
-            }
-        }
-        Ok(())
+        &self.context.config
     }
 }
 
 #[allow(clippy::module_name_repetitions)]
 pub struct HpkeR {
-    context: ReceiverContext,
-    config: Config,
+    context: Context,
 }
 
 impl HpkeR {
-    /// Create a new context that uses the KEM mode for sending.
+    /// Create a new context that uses the KEM mode for receiving.
     #[allow(clippy::similar_names)]
     pub fn new(
         config: Config,
@@ -558,108 +404,30 @@ impl HpkeR {
         enc: &[u8],
         info: &[u8],
     ) -> Res<Self> {
-        macro_rules! dispatch_hpker_new {
-            {
-                ($c:ident, $sk:ident): [$( $(#[$meta:meta])* {
-                    $kemid:path => $kem:path,
-                    $kdfid:path => $kdf:path,
-                    $aeadid:path => $aead:path,
-                    $ske:path, $ctxt1:path, $ctxt2:path, $ctxt3:path $(,)?
-            }),* $(,)?]
-            } => {
-                match ($c, $sk) {
-                    $(
-                        $(#[$meta])*
-                        (
-                            Config {
-                                kem: $kemid,
-                                kdf: $kdfid,
-                                aead: $aeadid,
-                            },
-                            $ske(sk_r),
-                        ) => {
-                            let enc = <$kem as KemTrait>::EncappedKey::from_bytes(enc)?;
-                            let context = setup_receiver::<$aead, $kdf, $kem>(
-                                &OpModeR::Base,
-                                sk_r,
-                                &enc,
-                                info,
-                            )?;
-                            $ctxt1($ctxt2($ctxt3(Box::new(context))))
-                        }
-                    )*
-                    _ => return Err(Error::InvalidKeyType),
-                }
-            };
+        if !config.supported() {
+            return Err(Error::InvalidKeyType);
         }
-        let context = dispatch_hpker_new! {(config, sk_r): [
-            {
-                Kem::X25519Sha256 => X25519HkdfSha256,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::Aes128Gcm => AesGcm128,
-                PrivateKey::X25519,
-                ReceiverContext::X25519HkdfSha256,
-                ReceiverContextX25519HkdfSha256::HkdfSha256,
-                ReceiverContextX25519HkdfSha256HkdfSha256::AesGcm128,
-            },
-            {
-                Kem::X25519Sha256 => X25519HkdfSha256,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::ChaCha20Poly1305 => ChaCha20Poly1305,
-                PrivateKey::X25519,
-                ReceiverContext::X25519HkdfSha256,
-                ReceiverContextX25519HkdfSha256::HkdfSha256,
-                ReceiverContextX25519HkdfSha256HkdfSha256::ChaCha20Poly1305,
-            },
-            {
-                Kem::P256Sha256 => DhP256HkdfSha256,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::Aes128Gcm => AesGcm128,
-                PrivateKey::P256,
-                ReceiverContext::P256HkdfSha256,
-                ReceiverContextP256HkdfSha256::HkdfSha256,
-                ReceiverContextP256HkdfSha256HkdfSha256::AesGcm128,
-            },
-            {
-                Kem::P256Sha256 => DhP256HkdfSha256,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::ChaCha20Poly1305 => ChaCha20Poly1305,
-                PrivateKey::P256,
-                ReceiverContext::P256HkdfSha256,
-                ReceiverContextP256HkdfSha256::HkdfSha256,
-                ReceiverContextP256HkdfSha256HkdfSha256::ChaCha20Poly1305,
-            },
-            {
-                Kem::XWing => XWing,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::Aes128Gcm => AesGcm128,
-                PrivateKey::XWing,
-                ReceiverContext::XWingHkdfSha256,
-                ReceiverContextXWingHkdfSha256::HkdfSha256,
-                ReceiverContextXWingHkdfSha256HkdfSha256::AesGcm128,
-            },
-            {
-                Kem::XWing => XWing,
-                Kdf::HkdfSha256 => HkdfSha256,
-                Aead::ChaCha20Poly1305 => ChaCha20Poly1305,
-                PrivateKey::XWing,
-                ReceiverContext::XWingHkdfSha256,
-                ReceiverContextXWingHkdfSha256::HkdfSha256,
-                ReceiverContextXWingHkdfSha256HkdfSha256::ChaCha20Poly1305,
-            },
-        ]};
-
-        Ok(Self { context, config })
+        let shared_secret = decap(config.kem(), sk_r, enc)?;
+        let context = Context::key_schedule(Mode::Decrypt, config, &shared_secret[..], info)?;
+        Ok(Self { context })
     }
 
     pub fn config(&self) -> Config {
-        self.config
+        self.context.config
+    }
+
+    /// `Context.Open(aad, ct)` in place: `buf` is ciphertext then tag; the plaintext
+    /// is the returned prefix. On failure the ciphertext part is zeroed.
+    pub fn open_in_place<'a>(&mut self, aad: &[u8], buf: &'a mut [u8]) -> Res<&'a mut [u8]> {
+        self.context.aead.open_in_place(aad, buf)
     }
 
     pub fn decode_public_key(kem: Kem, k: &[u8]) -> Res<PublicKey> {
         Ok(match kem {
             Kem::X25519Sha256 => {
-                PublicKey::X25519(<X25519HkdfSha256 as KemTrait>::PublicKey::from_bytes(k)?)
+                PublicKey::X25519(x25519::PublicKey::from_bytes(k.try_into().map_err(
+                    |_| Error::Hpke(HpkeError::IncorrectInputLength(x25519::LEN, k.len())),
+                )?))
             }
             Kem::P256Sha256 => {
                 PublicKey::P256(<DhP256HkdfSha256 as KemTrait>::PublicKey::from_bytes(k)?)
@@ -672,38 +440,48 @@ impl HpkeR {
 impl Decrypt for HpkeR {
     fn open(&mut self, aad: &[u8], ct: &[u8]) -> Res<Vec<u8>> {
         let mut buf = ct.to_owned();
-        let pt_len = self.context.open(&mut buf, aad)?.len();
+        let pt_len = self.open_in_place(aad, &mut buf)?.len();
         buf.truncate(pt_len);
         Ok(buf)
     }
 
     fn alg(&self) -> Aead {
-        self.config.aead()
+        self.context.config.aead()
     }
 }
 
 impl Exporter for HpkeR {
     fn export(&self, info: &[u8], len: usize) -> Res<SymKey> {
-        let mut buf = vec![0; len];
-        self.context.export(info, &mut buf)?;
-        Ok(SymKey::from(buf))
+        self.context.export(info, len)
     }
 }
 
 impl Deref for HpkeR {
     type Target = Config;
     fn deref(&self) -> &Self::Target {
-        &self.config
+        &self.context.config
     }
 }
 
+/// An X25519 key pair from `hpke`'s key types (derivation), as ours.
+fn x25519_from_hpke(sk: &<X25519HkdfSha256 as KemTrait>::PrivateKey) -> x25519::KeyPair {
+    let mut bytes = sk.to_bytes();
+    let mut secret = Zeroizing::new([0; x25519::LEN]);
+    secret.copy_from_slice(bytes.as_slice());
+    bytes.as_mut_slice().zeroize();
+    x25519::KeyPair::from_secret(secret)
+}
+
 /// Generate a key pair for the identified KEM.
-#[allow(clippy::unnecessary_wraps)]
 pub fn generate_key_pair(kem: Kem) -> Res<(PrivateKey, PublicKey)> {
     let (sk, pk) = match kem {
         Kem::X25519Sha256 => {
-            let (sk, pk) = X25519HkdfSha256::gen_keypair();
-            (PrivateKey::X25519(sk), PublicKey::X25519(pk))
+            let kp = x25519::KeyPair::generate()?;
+            let pk = *kp.public();
+            (
+                PrivateKey::X25519(kp),
+                PublicKey::X25519(x25519::PublicKey::from_bytes(pk)),
+            )
         }
         Kem::P256Sha256 => {
             let (sk, pk) = DhP256HkdfSha256::gen_keypair();
@@ -727,8 +505,12 @@ pub fn import_key_pair(kem: Kem, sk: &[u8]) -> Res<(PrivateKey, PublicKey)> {
     let (sk, pk) = match kem {
         Kem::X25519Sha256 => {
             let sk = <X25519HkdfSha256 as KemTrait>::PrivateKey::from_bytes(sk)?;
-            let pk = X25519HkdfSha256::sk_to_pk(&sk);
-            (PrivateKey::X25519(sk), PublicKey::X25519(pk))
+            let kp = x25519_from_hpke(&sk);
+            let pk = *kp.public();
+            (
+                PrivateKey::X25519(kp),
+                PublicKey::X25519(x25519::PublicKey::from_bytes(pk)),
+            )
         }
         Kem::P256Sha256 => {
             let sk = <DhP256HkdfSha256 as KemTrait>::PrivateKey::from_bytes(sk)?;
@@ -748,8 +530,13 @@ pub fn import_key_pair(kem: Kem, sk: &[u8]) -> Res<(PrivateKey, PublicKey)> {
 pub fn derive_key_pair(kem: Kem, ikm: &[u8]) -> Res<(PrivateKey, PublicKey)> {
     let (sk, pk) = match kem {
         Kem::X25519Sha256 => {
-            let (sk, pk) = X25519HkdfSha256::derive_keypair(ikm);
-            (PrivateKey::X25519(sk), PublicKey::X25519(pk))
+            let (sk, _) = X25519HkdfSha256::derive_keypair(ikm);
+            let kp = x25519_from_hpke(&sk);
+            let pk = *kp.public();
+            (
+                PrivateKey::X25519(kp),
+                PublicKey::X25519(x25519::PublicKey::from_bytes(pk)),
+            )
         }
         Kem::P256Sha256 => {
             let (sk, pk) = DhP256HkdfSha256::derive_keypair(ikm);
@@ -838,5 +625,63 @@ mod test {
     #[test]
     fn seal_open_chacha_xwing() {
         seal_open(Aead::ChaCha20Poly1305, Kem::XWing);
+    }
+
+    /// The RFC 9180 Appendix A.1.1 vector (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+    /// AES-128-GCM, base mode): key schedule, first two sequence numbers, exporter.
+    #[test]
+    fn rfc9180_a_1_1() {
+        use super::{Context, Mode, x25519};
+        use zeroize::Zeroizing;
+        let h = |s: &str| hex::decode(s).unwrap();
+        let sk_e: [u8; 32] = h("52c4a758a802cd8b936eceea314432798d5baf2d7e9235dc084ab1b9cfa2f736")
+            .try_into()
+            .unwrap();
+        let sk_r: [u8; 32] = h("4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8")
+            .try_into()
+            .unwrap();
+        let info = h("4f6465206f6e2061204772656369616e2055726e");
+        let eph = x25519::KeyPair::from_secret(Zeroizing::new(sk_e));
+        let rcp = x25519::KeyPair::from_secret(Zeroizing::new(sk_r));
+        assert_eq!(
+            eph.public().to_vec(),
+            h("37fda3567bdbd628e88668c3c8d7e97d1d1253b6d4ea6d44c150f741f1bf4431")
+        );
+        assert_eq!(
+            rcp.public().to_vec(),
+            h("3948cfe0ad1ddb695d780e59077195da6c56506b027329794ab02bca80815c4d")
+        );
+        let dh = eph.dh(rcp.public()).unwrap();
+        let ss =
+            super::extract_and_expand(Kem::X25519Sha256, &dh[..], &[eph.public(), rcp.public()])
+                .unwrap();
+        assert_eq!(
+            ss.to_vec(),
+            h("fe0e18c9f024ce43799ae393c7e8fe8fce9d218875e8227b0187c04e7d2ea1fc")
+        );
+        let cfg = Config::default();
+        let mut s = Context::key_schedule(Mode::Encrypt, cfg, &ss[..], &info).unwrap();
+        let mut r = Context::key_schedule(Mode::Decrypt, cfg, &ss[..], &info).unwrap();
+        assert_eq!(
+            s.exporter_secret.to_vec(),
+            h("45ff1c2e220db587171952c0592d5f5ebe103f1561a2614e38f2ffd47e99e3f8")
+        );
+        let aad0 = h("436f756e742d30");
+        let pt = h("4265617574792069732074727574682c20747275746820626561757479");
+        let ct0 = h(
+            "f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a52ae8218a355a96d8770ac83d07bea87e13c512a",
+        );
+        assert_eq!(s.aead.seal(&aad0, &pt).unwrap(), ct0);
+        assert_eq!(r.aead.open(&aad0, &ct0).unwrap(), pt);
+        let aad1 = h("436f756e742d31");
+        let ct1 = h(
+            "af2d7e9ac9ae7e270f46ba1f975be53c09f8d875bdc8535458c2494e8a6eab251c03d0c22a56b8ca42c2063b84",
+        );
+        assert_eq!(s.aead.seal(&aad1, &pt).unwrap(), ct1);
+        assert_eq!(r.aead.open(&aad1, &ct1).unwrap(), pt);
+        assert_eq!(
+            s.export(b"", 32).unwrap().as_ref().to_vec(),
+            h("3853fe2b4035195a573ffc53856e77058e15d9ea064de3e59f4961d0095250ee")
+        );
     }
 }

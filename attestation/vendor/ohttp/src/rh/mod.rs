@@ -7,10 +7,20 @@
 pub mod aead;
 pub mod hkdf;
 pub mod hpke;
+pub mod x25519;
+
+use zeroize::Zeroize;
 
 use crate::err::Res;
 
+/// Key material. veil patch: wiped on drop.
 pub struct SymKey(Vec<u8>);
+
+impl Drop for SymKey {
+    fn drop(&mut self) {
+        self.0.as_mut_slice().zeroize();
+    }
+}
 
 impl SymKey {
     #[allow(clippy::unnecessary_wraps)]
