@@ -2,7 +2,12 @@
 //! sealed chat (whole and streamed) and embeddings with the real models, receipts, bad
 //! inner and outer requests, admission, the upstream engine against a second enclave,
 //! and canaries that must never leave the envelope.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 mod common;
 

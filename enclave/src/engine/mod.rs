@@ -9,6 +9,19 @@
 //! it out of logs, errors and panics: an [`EngineError`] carries numbers and fixed
 //! words, never prompt or completion text.
 
+pub mod bert;
+pub mod candle_llama;
+pub mod cpu;
+pub mod gguf;
+pub mod llama;
+pub mod load;
+pub mod sampling;
+pub mod template;
+pub mod text;
+pub mod tokenizer;
+
+pub use load::{LoadOptions, LoadedModels, ModelFile, load_dir, load_dir_with};
+
 use std::ops::ControlFlow;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
