@@ -1,17 +1,352 @@
-//! `veil-gateway`: The untrusted gateway: API keys, limits, routing and metering without plaintext.
+//! `veil-gateway`: the untrusted gateway: API keys, limits, routing and metering without
+//! plaintext.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use veil_attestation::verify::Policy;
+use veil_gateway::auth::NewKey;
+use veil_gateway::store::{Period, Store, aggregate};
+use veil_gateway::{Settings, build_state, routes::valid_key_name, serve};
+
+const DEFAULT_DATABASE: &str = "veil-gateway.db";
 
 /// The untrusted gateway: API keys, limits, routing and metering without plaintext.
 #[derive(Debug, Parser)]
 #[command(name = "veil-gateway", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!(
-        "veil-gateway {}: not yet implemented (issue 5); see README.md",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the client API (/v1/ohttp, /v1/attestation, /.well-known/ohttp-gateway,
+    /// /v1/models), the admin API (/admin), /healthz and /metrics.
+    Serve(Box<ServeArgs>),
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Usage recorded from verified receipts, aggregated by period, key and model.
+    Usage {
+        /// Database: a SQLite file (`sqlite:PATH` or a path) or `postgres://...`.
+        #[arg(long, env = "VEIL_DATABASE", default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// Aggregation period.
+        #[arg(long, env = "VEIL_USAGE_PERIOD", value_enum, default_value = "day")]
+        period: Period,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// A TOML file with any of: listen, backends, database, admin_token, policy (a table of
+    /// the attestation policy), insecure_allow_sim, refresh_interval_seconds, max_body_bytes,
+    /// max_streams_per_key. Flags and environment variables override it.
+    #[arg(long, env = "VEIL_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks one; the bound address is printed on stderr as
+    /// `listening on http://ADDR`). [default: 127.0.0.1:8080]
+    #[arg(long, env = "VEIL_GATEWAY_LISTEN")]
+    listen: Option<String>,
+    /// An enclave's base URL (repeat for several; comma-separated in the environment).
+    #[arg(long = "backend", env = "VEIL_BACKENDS", value_delimiter = ',')]
+    backends: Vec<String>,
+    /// Database: a SQLite file (`sqlite:PATH` or a path; created on first run) or
+    /// `postgres://...` (shared by replicas). [default: veil-gateway.db]
+    #[arg(long, env = "VEIL_DATABASE")]
+    database: Option<String>,
+    /// Token guarding the admin API under /admin (`Authorization: Bearer TOKEN`); without
+    /// one the admin API is off.
+    #[arg(long, env = "VEIL_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The backend verification policy: a TOML file with the attestation policy's fields
+    /// (insecure_allow_sim, max_evidence_age_seconds, model_manifest_digests).
+    #[arg(long, env = "VEIL_POLICY")]
+    policy: Option<PathBuf>,
+    /// Accept backends running the SIMULATED TEE. Development only: it protects nothing.
+    #[arg(long, env = "VEIL_INSECURE_ALLOW_SIM")]
+    insecure_allow_sim: bool,
+    /// Seconds between re-verifications and health checks of every backend. [default: 30]
+    #[arg(long, env = "VEIL_REFRESH_INTERVAL_SECONDS")]
+    refresh_interval_seconds: Option<u64>,
+    /// The largest encapsulated request accepted, in bytes. [default: 8388608]
+    #[arg(long, env = "VEIL_MAX_BODY_BYTES")]
+    max_body_bytes: Option<u64>,
+    /// Concurrent requests per key for keys without their own limit. [default: 16]
+    #[arg(long, env = "VEIL_MAX_STREAMS_PER_KEY")]
+    max_streams_per_key: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    #[serde(default)]
+    backends: Vec<String>,
+    database: Option<String>,
+    admin_token: Option<String>,
+    policy: Option<Policy>,
+    #[serde(default)]
+    insecure_allow_sim: bool,
+    refresh_interval_seconds: Option<u64>,
+    max_body_bytes: Option<u64>,
+    max_streams_per_key: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; the key is printed once, alone on the last line.
+    Create {
+        /// Database: a SQLite file (`sqlite:PATH` or a path) or `postgres://...`.
+        #[arg(long, env = "VEIL_DATABASE", default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// A unique name (letters, digits, '.', '_', '-'), shown in logs and usage.
+        #[arg(long)]
+        name: String,
+        /// Requests per minute (unlimited if absent).
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Tokens per minute (unlimited if absent); requests must then declare
+        /// Veil-Max-Tokens.
+        #[arg(long)]
+        tpm: Option<u32>,
+        /// Concurrent requests in flight (the gateway's default if absent).
+        #[arg(long)]
+        max_streams: Option<u32>,
+    },
+    /// List keys (names, limits, state; never the keys).
+    List {
+        /// Database: a SQLite file (`sqlite:PATH` or a path) or `postgres://...`.
+        #[arg(long, env = "VEIL_DATABASE", default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key; a running gateway refuses it from its next request.
+    Revoke {
+        /// Database: a SQLite file (`sqlite:PATH` or a path) or `postgres://...`.
+        #[arg(long, env = "VEIL_DATABASE", default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// The key's name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Change a key's limits (absent limits become unlimited / the default).
+    Limits {
+        /// Database: a SQLite file (`sqlite:PATH` or a path) or `postgres://...`.
+        #[arg(long, env = "VEIL_DATABASE", default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// The key's name.
+        #[arg(long)]
+        name: String,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Tokens per minute.
+        #[arg(long)]
+        tpm: Option<u32>,
+        /// Concurrent requests in flight.
+        #[arg(long)]
+        max_streams: Option<u32>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve_command(*args).await,
+        Command::Keys { command } => keys_command(command).await,
+        Command::Usage {
+            database,
+            period,
+            json,
+        } => {
+            let store = Store::open(&database).await?;
+            let totals = aggregate(&store.usage_rows().await?, period);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&totals)?);
+            } else {
+                println!(
+                    "{:<14} {:<24} {:<28} {:>9} {:>12} {:>12}",
+                    "period", "key", "model", "requests", "prompt", "completion"
+                );
+                for t in totals {
+                    println!(
+                        "{:<14} {:<24} {:<28} {:>9} {:>12} {:>12}",
+                        t.period,
+                        t.key_name,
+                        t.model,
+                        t.requests,
+                        t.prompt_tokens,
+                        t.completion_tokens
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
+    let file: FileConfig = match &args.config {
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("parsing {}", p.display()))?,
+        None => FileConfig::default(),
+    };
+    let mut policy = match &args.policy {
+        Some(p) => toml::from_str::<Policy>(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("parsing the policy {}", p.display()))?,
+        None => file.policy.clone().unwrap_or_default(),
+    };
+    if args.insecure_allow_sim || file.insecure_allow_sim {
+        policy.insecure_allow_sim = true;
+    }
+    if policy.insecure_allow_sim {
+        eprintln!(
+            "veil-gateway: WARNING: accepting backends on the SIMULATED TEE (insecure_allow_sim): no hardware protection; development only"
+        );
+    }
+    let backends = if args.backends.is_empty() {
+        file.backends.clone()
+    } else {
+        args.backends.clone()
+    };
+    if backends.is_empty() {
+        anyhow::bail!(
+            "no backends: give --backend URL (or VEIL_BACKENDS, or backends in --config)"
+        );
+    }
+    let settings = Settings {
+        backends,
+        policy,
+        database: args
+            .database
+            .or(file.database)
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_owned()),
+        admin_token: args.admin_token.or(file.admin_token),
+        refresh_interval: Duration::from_secs(
+            args.refresh_interval_seconds
+                .or(file.refresh_interval_seconds)
+                .unwrap_or(30)
+                .max(1),
+        ),
+        max_body_bytes: args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(8 << 20),
+        default_max_streams: args
+            .max_streams_per_key
+            .or(file.max_streams_per_key)
+            .unwrap_or(16),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let state = build_state(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    serve(state, listener, settings.refresh_interval).await
+}
+
+async fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create {
+            database,
+            name,
+            rpm,
+            tpm,
+            max_streams,
+        } => {
+            if !valid_key_name(&name) {
+                anyhow::bail!("--name: 1 to 64 of letters, digits, '.', '_', '-'");
+            }
+            let store = Store::open(&database).await?;
+            let key = NewKey::generate()?;
+            store
+                .create_key(&name, &key.hash(), rpm, tpm, max_streams)
+                .await?;
+            eprintln!("created key {name:?}; it is shown once, below, and stored only as a hash");
+            println!("{}", key.secret());
+        }
+        KeysCommand::List { database, json } => {
+            let keys = Store::open(&database).await?.list_keys().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                let show = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+                println!(
+                    "{:<24} {:>8} {:>10} {:>8} {:<8}",
+                    "name", "rpm", "tpm", "streams", "state"
+                );
+                for k in keys {
+                    println!(
+                        "{:<24} {:>8} {:>10} {:>8} {:<8}",
+                        k.name,
+                        show(k.rpm),
+                        show(k.tpm),
+                        show(k.max_streams),
+                        if k.revoked_at_ms.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { database, name } => {
+            if !Store::open(&database).await?.revoke_key(&name).await? {
+                anyhow::bail!("no active key named {name:?}");
+            }
+            println!("revoked {name}");
+        }
+        KeysCommand::Limits {
+            database,
+            name,
+            rpm,
+            tpm,
+            max_streams,
+        } => {
+            if !Store::open(&database)
+                .await?
+                .set_limits(&name, rpm, tpm, max_streams)
+                .await?
+            {
+                anyhow::bail!("no key named {name:?}");
+            }
+            println!("updated {name}");
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,135 @@
+//! `veil-gateway`: the untrusted gateway in front of attested enclaves. API keys, limits,
+//! routing to verified backends and metering from signed receipts, without plaintext.
+//!
+//! Layers: `routes`/`proxy` (HTTP, thin), `auth`, `limits`, `store` (keys and the ledger),
+//! `backends` (verification and the routing table), `relay` (streamed bodies).
+
+pub mod auth;
+pub mod backends;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod proxy;
+pub mod relay;
+pub mod routes;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use veil_attestation::verify::Policy;
+
+use crate::auth::AdminToken;
+use crate::backends::Registry;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::relay::RequestBody;
+use crate::store::Store;
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// Backends and the routing table.
+    pub registry: Arc<Registry>,
+    /// Keys and the ledger.
+    pub store: Store,
+    /// Per-key limits.
+    pub limits: Limits,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The admin token; without one the admin API is off.
+    pub admin: Option<AdminToken>,
+    /// The client to backends.
+    pub upstream: Client<HttpConnector, RequestBody>,
+    /// The largest encapsulated request accepted.
+    pub max_body_bytes: u64,
+    /// Ledger writes in progress.
+    pub ledger_pending: AtomicU64,
+    next_id: AtomicU64,
+    id_prefix: u32,
+}
+
+impl AppState {
+    /// A request id, unique within this process and distinct across restarts.
+    pub fn request_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{n:08x}", self.id_prefix)
+    }
+}
+
+/// The gateway's settings (from flags, environment and the config file).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Backend base URLs.
+    pub backends: Vec<String>,
+    /// The verification policy for backends.
+    pub policy: Policy,
+    /// Database URL.
+    pub database: String,
+    /// Admin token.
+    pub admin_token: Option<String>,
+    /// How often backends are re-verified.
+    pub refresh_interval: Duration,
+    /// Largest encapsulated request.
+    pub max_body_bytes: u64,
+    /// Concurrent requests per key unless the key says otherwise.
+    pub default_max_streams: u32,
+}
+
+/// Builds the state: opens the database, starts nothing.
+pub async fn build_state(settings: &Settings) -> anyhow::Result<Arc<AppState>> {
+    let metrics = Arc::new(Metrics::default());
+    let store = Store::open(&settings.database).await?;
+    let registry = Arc::new(Registry::new(
+        settings.backends.clone(),
+        settings.policy.clone(),
+        Arc::clone(&metrics),
+    ));
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let upstream = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector);
+    let mut prefix = [0u8; 4];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut prefix)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    Ok(Arc::new(AppState {
+        registry,
+        store,
+        limits: Limits::new(settings.default_max_streams),
+        metrics,
+        admin: settings.admin_token.as_deref().map(AdminToken::new),
+        upstream,
+        max_body_bytes: settings.max_body_bytes,
+        ledger_pending: AtomicU64::new(0),
+        next_id: AtomicU64::new(1),
+        id_prefix: u32::from_be_bytes(prefix),
+    }))
+}
+
+/// Serves on `listener` until the process ends: verifies backends first, then keeps
+/// re-verifying them every interval.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    refresh_interval: Duration,
+) -> anyhow::Result<()> {
+    state.registry.refresh().await;
+    let registry = Arc::clone(&state.registry);
+    tokio::spawn(async move {
+        tokio::time::sleep(refresh_interval).await;
+        registry.run(refresh_interval).await;
+    });
+    let addr: SocketAddr = listener.local_addr()?;
+    eprintln!("veil-gateway: listening on http://{addr}");
+    axum::serve(listener, routes::router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
