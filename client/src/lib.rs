@@ -1,0 +1,611 @@
+//! `veil-client`: fetch bundles from a gateway, verify them against a policy, seal
+//! requests to a verified enclave, and open the answers (whole or streamed), checking
+//! the enclave's signed receipt.
+//!
+//! It never falls back to plaintext or to an unverified backend: every request is
+//! sealed to a key configuration taken from a bundle that passed [`verify_bundle`].
+
+pub mod proxy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, mpsc};
+use veil_attestation::bundle::Bundle;
+use veil_attestation::bytes::Sha256Digest;
+use veil_attestation::channel::{ChannelError, Request, ResponseStream, Target};
+use veil_attestation::receipt::{Receipt, SignedReceipt};
+use veil_attestation::verify::{EnclaveIdentity, Policy, Verified, verify_bundle};
+use zeroize::Zeroizing;
+
+/// The receipt's header, trailer and inner trailer field.
+pub const RECEIPT_FIELD: &str = "veil-receipt";
+/// Largest whole response read.
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// A client failure. Never carries request or response content.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The gateway could not be reached or broke the HTTP exchange.
+    #[error("gateway unreachable: {0}")]
+    Transport(String),
+    /// The gateway or enclave answered with an error outside the envelope.
+    #[error("the gateway answered {status}: {message}")]
+    Outer {
+        /// HTTP status.
+        status: u16,
+        /// The OpenAI-shaped error body (from the gateway; it never saw content).
+        body: Vec<u8>,
+        /// Its message.
+        message: String,
+        /// `Retry-After`, if any.
+        retry_after: Option<String>,
+    },
+    /// No backend's bundle passed verification.
+    #[error("no backend passed attestation: {0}")]
+    NoVerifiedBackend(String),
+    /// A bundle could not be read.
+    #[error("attestation: {0}")]
+    Attestation(String),
+    /// The sealed channel failed (tampered, truncated, wrong key).
+    #[error("sealed channel: {0}")]
+    Channel(#[from] ChannelError),
+    /// The enclave's receipt is missing, does not verify, or does not match the request.
+    #[error("receipt: {0}")]
+    Receipt(String),
+}
+
+/// One backend's verification outcome.
+#[derive(Debug, Clone)]
+pub struct BackendReport {
+    /// Index in the gateway's list.
+    pub index: usize,
+    /// Whether it passed.
+    pub verified: bool,
+    /// The platform it claims.
+    pub platform: String,
+    /// Its key ids.
+    pub key_ids: Vec<String>,
+    /// The model manifest digest.
+    pub model_manifest_digest: String,
+    /// The enclave version.
+    pub enclave_version: String,
+    /// When its evidence was produced.
+    pub produced_at: String,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Whether the evidence is simulated (no hardware protection).
+    pub simulated: bool,
+}
+
+/// A verified backend.
+struct Backend {
+    identity: Verified<EnclaveIdentity>,
+    target: Target,
+}
+
+/// What the client currently trusts.
+struct Trusted {
+    backends: Vec<Arc<Backend>>,
+    reports: Vec<BackendReport>,
+    next: usize,
+}
+
+/// Metadata the gateway routes and meters on, repeated inside the envelope.
+#[derive(Debug, Clone, Default)]
+pub struct OuterMeta {
+    /// `Veil-Model`.
+    pub model: Option<String>,
+    /// `Veil-Max-Tokens`.
+    pub max_tokens: Option<u64>,
+    /// `Veil-Stream`.
+    pub stream: bool,
+}
+
+/// A complete inner answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Inner HTTP status.
+    pub status: u16,
+    /// Inner body (JSON).
+    pub body: Zeroizing<Vec<u8>>,
+    /// The verified receipt.
+    pub receipt: Receipt,
+}
+
+/// A streamed inner answer: server-sent events as they are opened.
+pub struct EventStream {
+    stream: ResponseStream,
+    backend: Arc<Backend>,
+    sealed_digest: Sha256Digest,
+    outer_trailers: tokio::sync::oneshot::Receiver<Option<hyper::HeaderMap>>,
+    /// Inner HTTP status.
+    pub status: u16,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer to [`Client::send`].
+#[derive(Debug)]
+pub enum Reply {
+    /// Complete.
+    Whole(Answer),
+    /// Streamed.
+    Stream(EventStream),
+}
+
+/// A veil client bound to one gateway.
+pub struct Client {
+    gateway: String,
+    api_key: Option<Zeroizing<String>>,
+    policy: Policy,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+    trusted: Mutex<Option<Trusted>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("gateway", &self.gateway)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+fn outer_error(status: u16, body: Vec<u8>, retry_after: Option<String>) -> ClientError {
+    let message = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "no OpenAI-shaped error body".to_owned());
+    ClientError::Outer {
+        status,
+        body,
+        message,
+        retry_after,
+    }
+}
+
+impl Client {
+    /// A client for `gateway` (`http://host:port`), authenticating with `api_key`.
+    ///
+    /// # Errors
+    /// When the URL is not `http://`.
+    pub fn new(
+        gateway: &str,
+        api_key: Option<String>,
+        policy: Policy,
+    ) -> Result<Self, ClientError> {
+        let gateway = gateway.trim_end_matches('/').to_owned();
+        if !gateway.starts_with("http://") {
+            return Err(ClientError::Transport(
+                "the gateway URL must be http:// (TLS to the gateway arrives later; requests are sealed either way)".into(),
+            ));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        connector.set_nodelay(true);
+        Ok(Self {
+            gateway,
+            api_key: api_key.map(Zeroizing::new),
+            policy,
+            http: HyperClient::builder(TokioExecutor::new()).build(connector),
+            trusted: Mutex::new(None),
+        })
+    }
+
+    /// The policy in force.
+    #[must_use]
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
+        let mut b = hyper::Request::get(format!("{}{path}", self.gateway));
+        if let Some(k) = &self.api_key {
+            b = b.header("authorization", format!("Bearer {}", k.as_str()));
+        }
+        let req = b
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?
+            .to_bytes();
+        Ok((status, body.to_vec()))
+    }
+
+    /// Fetches the gateway's bundles and verifies each against the policy; only those
+    /// that pass are used. Returns a report per backend.
+    ///
+    /// # Errors
+    /// When the gateway cannot be reached or no backend passes.
+    pub async fn attest(&self) -> Result<Vec<BackendReport>, ClientError> {
+        let (status, body) = self.get("/v1/attestation").await?;
+        if status != 200 {
+            return Err(outer_error(status, body, None));
+        }
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Attestation(format!("not JSON: {e}")))?;
+        let list = v["backends"]
+            .as_array()
+            .ok_or_else(|| ClientError::Attestation("no `backends` list".into()))?;
+        let now = OffsetDateTime::now_utc();
+        let mut backends = Vec::new();
+        let mut reports = Vec::new();
+        for (index, b) in list.iter().enumerate() {
+            let parsed = serde_json::to_vec(b)
+                .map_err(|e| ClientError::Attestation(e.to_string()))
+                .and_then(|bytes| {
+                    Bundle::parse(&bytes).map_err(|e| ClientError::Attestation(e.to_string()))
+                });
+            let bundle = match parsed {
+                Ok(b) => b,
+                Err(e) => {
+                    reports.push(BackendReport {
+                        index,
+                        verified: false,
+                        platform: "?".into(),
+                        key_ids: vec![],
+                        model_manifest_digest: String::new(),
+                        enclave_version: String::new(),
+                        produced_at: String::new(),
+                        error: Some(e.to_string()),
+                        simulated: false,
+                    });
+                    continue;
+                }
+            };
+            let mut report = BackendReport {
+                index,
+                verified: false,
+                platform: bundle.claims.platform.name().to_owned(),
+                key_ids: bundle
+                    .claims
+                    .key_ids
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                model_manifest_digest: bundle.claims.model_manifest.digest().to_string(),
+                enclave_version: bundle.claims.enclave_version.clone(),
+                produced_at: bundle
+                    .produced_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                error: None,
+                simulated: matches!(
+                    bundle.claims.platform,
+                    veil_attestation::claims::Platform::Sim
+                ),
+            };
+            match verify_bundle(&bundle, &self.policy, now) {
+                Ok(identity) => match Target::preferred(&identity) {
+                    Ok(target) => {
+                        report.verified = true;
+                        backends.push(Arc::new(Backend { identity, target }));
+                    }
+                    Err(e) => report.error = Some(e.to_string()),
+                },
+                Err(e) => report.error = Some(e.to_string()),
+            }
+            reports.push(report);
+        }
+        if backends.is_empty() {
+            let why = reports
+                .iter()
+                .map(|r| format!("backend {}: {}", r.index, r.error.as_deref().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            *self.trusted.lock().await = None;
+            return Err(ClientError::NoVerifiedBackend(if why.is_empty() {
+                "the gateway lists none".into()
+            } else {
+                why
+            }));
+        }
+        *self.trusted.lock().await = Some(Trusted {
+            backends,
+            reports: reports.clone(),
+            next: 0,
+        });
+        Ok(reports)
+    }
+
+    /// The last verification reports, attesting first if needed.
+    ///
+    /// # Errors
+    /// As [`Client::attest`].
+    pub async fn reports(&self) -> Result<Vec<BackendReport>, ClientError> {
+        if let Some(t) = &*self.trusted.lock().await {
+            return Ok(t.reports.clone());
+        }
+        self.attest().await
+    }
+
+    async fn pick(&self) -> Result<Arc<Backend>, ClientError> {
+        {
+            let mut t = self.trusted.lock().await;
+            if let Some(t) = t.as_mut() {
+                let b = t.backends[t.next % t.backends.len()].clone();
+                t.next = t.next.wrapping_add(1);
+                return Ok(b);
+            }
+        }
+        self.attest().await?;
+        let mut t = self.trusted.lock().await;
+        let t = t
+            .as_mut()
+            .ok_or_else(|| ClientError::NoVerifiedBackend("none".into()))?;
+        Ok(t.backends[0].clone())
+    }
+
+    /// Seals `request` to a verified backend and sends it through the gateway. When the
+    /// gateway says the key is unknown (the enclave rotated or left), attests again and
+    /// retries once.
+    ///
+    /// # Errors
+    /// Outer errors, channel failures, receipt failures.
+    pub async fn send(&self, request: &Request, meta: &OuterMeta) -> Result<Reply, ClientError> {
+        match self.send_once(request, meta).await {
+            Err(ClientError::Outer { status: 422, .. }) => {
+                self.attest().await?;
+                self.send_once(request, meta).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_once(&self, request: &Request, meta: &OuterMeta) -> Result<Reply, ClientError> {
+        let backend = self.pick().await?;
+        let key_id = backend.target.key_id().to_string();
+        let mut b = hyper::Request::post(format!("{}/v1/ohttp", self.gateway))
+            .header("veil-key-id", &key_id)
+            .header("te", "trailers");
+        if let Some(k) = &self.api_key {
+            b = b.header("authorization", format!("Bearer {}", k.as_str()));
+        }
+        if let Some(m) = &meta.model {
+            b = b.header("veil-model", m);
+        }
+        if let Some(m) = meta.max_tokens {
+            b = b.header("veil-max-tokens", m.to_string());
+        }
+        b = b.header("veil-stream", if meta.stream { "true" } else { "false" });
+        if meta.stream {
+            let (sealed, pending) = backend.target.seal_chunked_request(request)?;
+            let digest = Sha256Digest::of(&sealed);
+            let req = b
+                .header("content-type", "message/ohttp-chunked-req")
+                .body(Full::new(Bytes::from(sealed)))
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            let status = resp.status().as_u16();
+            if status != 200 {
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = Limited::new(resp.into_body(), 1 << 20)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                return Err(outer_error(status, body, retry_after));
+            }
+            let mut body = resp.into_body();
+            let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(64);
+            let (ttx, trx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let mut trailers = None;
+                while let Some(frame) = body.frame().await {
+                    match frame {
+                        Ok(f) => match f.into_data() {
+                            Ok(d) => {
+                                if tx.send(Ok(d)).await.is_err() {
+                                    return; // the reader went away: drop the connection
+                                }
+                            }
+                            Err(f) => trailers = f.into_trailers().ok(),
+                        },
+                        Err(e) => {
+                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                            return;
+                        }
+                    }
+                }
+                drop(tx);
+                let _ = ttx.send(trailers);
+            });
+            let reader =
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+                )
+                .boxed()
+                .into_async_read();
+            let mut stream = pending.stream(reader)?;
+            let (status, _) = stream.head().await?;
+            Ok(Reply::Stream(EventStream {
+                stream,
+                backend,
+                sealed_digest: digest,
+                outer_trailers: trx,
+                status,
+            }))
+        } else {
+            let (sealed, pending) = backend.target.seal_request(request)?;
+            let digest = Sha256Digest::of(&sealed);
+            let req = b
+                .header("content-type", "message/ohttp-req")
+                .body(Full::new(Bytes::from(sealed)))
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let outer_receipt = resp
+                .headers()
+                .get(RECEIPT_FIELD)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?
+                .to_bytes();
+            if status != 200 {
+                return Err(outer_error(status, body.to_vec(), retry_after));
+            }
+            let response = pending.open(&body)?;
+            let receipt = check_receipt(
+                &backend,
+                response.trailers.get(RECEIPT_FIELD),
+                outer_receipt.as_deref(),
+                &digest,
+                response.status,
+            )?;
+            Ok(Reply::Whole(Answer {
+                status: response.status,
+                body: Zeroizing::new(response.body.clone()),
+                receipt,
+            }))
+        }
+    }
+}
+
+fn check_receipt(
+    backend: &Backend,
+    inner: Option<&str>,
+    outer: Option<&str>,
+    digest: &Sha256Digest,
+    status: u16,
+) -> Result<Receipt, ClientError> {
+    let inner = inner.ok_or_else(|| ClientError::Receipt("the enclave sent no receipt".into()))?;
+    if let Some(outer) = outer
+        && outer != inner
+    {
+        return Err(ClientError::Receipt(
+            "the receipt the gateway saw differs from the enclave's".into(),
+        ));
+    }
+    let signed =
+        SignedReceipt::parse_compact(inner).map_err(|e| ClientError::Receipt(e.to_string()))?;
+    let r = signed
+        .verify(backend.identity.receipt_public_key())
+        .map_err(|e| ClientError::Receipt(e.to_string()))?;
+    if r.request_digest != *digest {
+        return Err(ClientError::Receipt(
+            "the receipt is for another request".into(),
+        ));
+    }
+    if r.key_id != backend.target.key_id() {
+        return Err(ClientError::Receipt("the receipt names another key".into()));
+    }
+    if r.status != status {
+        return Err(ClientError::Receipt(
+            "the receipt's status differs from the response's".into(),
+        ));
+    }
+    Ok(r.clone())
+}
+
+impl EventStream {
+    /// The next server-sent event (padding comment lines removed), or `None` at the end.
+    ///
+    /// # Errors
+    /// A channel failure (tampering, truncation).
+    pub async fn next_event(&mut self) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
+        loop {
+            let Some(piece) = self.stream.next_content().await? else {
+                return Ok(None);
+            };
+            let piece = Zeroizing::new(piece);
+            let mut out = Zeroizing::new(Vec::with_capacity(piece.len()));
+            for line in piece.split_inclusive(|&b| b == b'\n') {
+                if !line.starts_with(b":") {
+                    out.extend_from_slice(line);
+                }
+            }
+            if out.iter().any(|&b| b != b'\n' && b != b'\r') {
+                return Ok(Some(out));
+            }
+        }
+    }
+
+    /// After the last event: the verified receipt (checked against the gateway's copy
+    /// when the gateway passed the trailer on).
+    ///
+    /// # Errors
+    /// A missing or invalid receipt.
+    pub async fn finish(self) -> Result<Receipt, ClientError> {
+        let inner = self.stream.trailers()?;
+        let outer = self.outer_trailers.await.ok().flatten();
+        let outer = outer
+            .as_ref()
+            .and_then(|t| t.get(RECEIPT_FIELD))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        check_receipt(
+            &self.backend,
+            inner.get(RECEIPT_FIELD),
+            outer.as_deref(),
+            &self.sealed_digest,
+            self.status,
+        )
+    }
+}
+
+/// Builds an inner JSON request.
+///
+/// # Errors
+/// Never in practice (the header name and value are fixed).
+pub fn json_request(path: &str, body: Vec<u8>) -> Result<Request, ClientError> {
+    let mut r = Request::new("POST", path, body);
+    r.headers.push("content-type", "application/json")?;
+    Ok(r)
+}
+
+/// The outer metadata of an OpenAI request body (model, max tokens, stream).
+#[must_use]
+pub fn meta_of(body: &Value) -> OuterMeta {
+    OuterMeta {
+        model: body["model"].as_str().map(str::to_owned),
+        max_tokens: body["max_completion_tokens"]
+            .as_u64()
+            .or_else(|| body["max_tokens"].as_u64()),
+        stream: body["stream"].as_bool().unwrap_or(false),
+    }
+}

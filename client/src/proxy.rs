@@ -1,0 +1,226 @@
+//! `veil proxy`: a local OpenAI-compatible endpoint that seals every request to a
+//! verified enclave, so unchanged OpenAI SDKs and frameworks become private by changing
+//! only their base URL.
+//!
+//! Routes: `POST /v1/chat/completions` (streaming included), `POST /v1/embeddings`,
+//! `GET /v1/models`, and `GET /veil/attestation` (the current verification result).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use veil_attestation::channel::Request;
+
+use crate::{Client, ClientError, OuterMeta, Reply, json_request, meta_of};
+
+fn openai_error(status: u16, kind: &str, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn client_error(e: &ClientError) -> Response {
+    match e {
+        ClientError::Outer {
+            status,
+            body,
+            retry_after,
+            ..
+        } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut r = (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.clone(),
+            )
+                .into_response();
+            if let Some(v) = retry_after
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        ClientError::NoVerifiedBackend(_) | ClientError::Attestation(_) => openai_error(
+            502,
+            "veil_attestation_error",
+            "attestation_failed",
+            &e.to_string(),
+        ),
+        ClientError::Transport(_) => openai_error(
+            502,
+            "api_connection_error",
+            "gateway_unreachable",
+            &e.to_string(),
+        ),
+        ClientError::Channel(_) | ClientError::Receipt(_) => {
+            openai_error(502, "veil_channel_error", "channel_failure", &e.to_string())
+        }
+    }
+}
+
+/// The proxy's router over a client.
+pub fn router(client: Arc<Client>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/veil/attestation", get(attestation))
+        .fallback(|| async {
+            openai_error(404, "invalid_request_error", "unknown_url", "unknown path")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        .with_state(client)
+}
+
+async fn forward(client: &Client, request: &Request, meta: &OuterMeta) -> Response {
+    match client.send(request, meta).await {
+        Ok(Reply::Whole(a)) => {
+            let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                a.body.to_vec(),
+            )
+                .into_response()
+        }
+        Ok(Reply::Stream(mut s)) => {
+            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(32);
+            tokio::spawn(async move {
+                loop {
+                    match s.next_event().await {
+                        Ok(Some(ev)) => {
+                            if tx
+                                .send(Ok(Frame::data(Bytes::from(ev.to_vec()))))
+                                .await
+                                .is_err()
+                            {
+                                return; // the local client went away: dropping `s` cancels upstream
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "channel_failure"}});
+                            let _ = tx
+                                .send(Ok(Frame::data(Bytes::from(format!("data: {v}\n\n")))))
+                                .await;
+                            return;
+                        }
+                    }
+                }
+                if let Err(e) = s.finish().await {
+                    tracing::warn!(error = %e, "streamed answer's receipt did not verify");
+                    let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "receipt_invalid"}});
+                    let _ = tx
+                        .send(Ok(Frame::data(Bytes::from(format!("data: {v}\n\n")))))
+                        .await;
+                }
+            });
+            let stream =
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+                );
+            let mut r = Response::new(Body::new(StreamBody::new(stream)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+        Err(e) => client_error(&e),
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, Box<Response>> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| {
+            Box::new(openai_error(
+                400,
+                "invalid_request_error",
+                "invalid_json",
+                "the request body must be a JSON object",
+            ))
+        })
+}
+
+async fn chat(State(client): State<Arc<Client>>, _headers: HeaderMap, body: Bytes) -> Response {
+    let v = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let meta = meta_of(&v);
+    drop(v);
+    let request = match json_request("/v1/chat/completions", body.to_vec()) {
+        Ok(r) => r,
+        Err(e) => return client_error(&e),
+    };
+    forward(&client, &request, &meta).await
+}
+
+async fn embeddings(State(client): State<Arc<Client>>, body: Bytes) -> Response {
+    let v = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let meta = OuterMeta {
+        model: v["model"].as_str().map(str::to_owned),
+        max_tokens: None,
+        stream: false,
+    };
+    drop(v);
+    let request = match json_request("/v1/embeddings", body.to_vec()) {
+        Ok(r) => r,
+        Err(e) => return client_error(&e),
+    };
+    forward(&client, &request, &meta).await
+}
+
+async fn models(State(client): State<Arc<Client>>) -> Response {
+    // Asked of an enclave, sealed, like everything else.
+    forward(
+        &client,
+        &Request::new("GET", "/v1/models", Vec::new()),
+        &OuterMeta::default(),
+    )
+    .await
+}
+
+async fn attestation(State(client): State<Arc<Client>>) -> Response {
+    match client.reports().await {
+        Ok(reports) => {
+            let list: Vec<Value> = reports
+                .iter()
+                .map(|r| {
+                    json!({"index": r.index, "verified": r.verified, "platform": r.platform,
+                           "simulated": r.simulated, "key_ids": r.key_ids,
+                           "model_manifest_digest": r.model_manifest_digest,
+                           "enclave_version": r.enclave_version, "produced_at": r.produced_at,
+                           "error": r.error})
+                })
+                .collect();
+            let v = json!({"verified": reports.iter().any(|r| r.verified), "policy": client.policy(), "backends": list});
+            ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+        }
+        Err(e) => client_error(&e),
+    }
+}
