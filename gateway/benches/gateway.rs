@@ -1,0 +1,2 @@
+//! Gateway benchmark (being written).
+fn main() {}
