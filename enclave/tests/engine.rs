@@ -609,19 +609,27 @@ fn cpu_and_candle_passes_agree_on_logits() {
 }
 
 #[test]
-#[ignore = "debugging aid: writes the CPU pass's intermediate tensors to $VEIL_TRACE_DIR"]
+#[ignore = "debugging aid: writes the CPU pass's intermediate tensors to $VEIL_TRACE_DIR \
+            (compare with tests/reference/llama_cpp_trace.py)"]
 fn trace_first_case_prompt() {
     let reference = reference("llama_cpp_greedy.json");
-    let prompt = ids(&reference["cases"][0]["prompt_token_ids"]);
+    let case = &reference["cases"][0];
+    let prompt = ids(&case["prompt_token_ids"]);
+    let generated = ids(&case["generated_token_ids"]);
+    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<usize>().ok());
     let model = LlamaChat::load(
         &gguf_path(),
         &ChatOptions {
             backend: BackendChoice::Cpu,
-            threads: Some(1),
+            threads: Some(env("VEIL_TRACE_THREADS").unwrap_or(1)),
             ..ChatOptions::default()
         },
     )
     .unwrap();
     let mut s = model.session().unwrap();
     s.feed(&prompt).unwrap();
+    // Then the reference's first generated tokens, one pass each.
+    for &t in generated.iter().take(env("VEIL_TRACE_DECODE").unwrap_or(4)) {
+        s.feed(&[t]).unwrap();
+    }
 }

@@ -328,13 +328,16 @@ struct Pass<'a> {
     pos: usize,
     rope: &'a [(f32, f32)],
     want_logits: bool,
+    trace: Option<std::ffi::OsString>,
 }
 
-fn trace(name: &str, li: usize, data: &[f32]) {
-    if let Some(dir) = std::env::var_os("VEIL_TRACE_DIR") {
+/// Debugging aid: with `VEIL_TRACE_DIR` set, writes an intermediate tensor of the pass
+/// that starts at position `pos` as raw f32 (`<name>-<layer>@<pos>.bin`).
+fn trace(dir: Option<&std::ffi::OsStr>, name: &str, li: usize, pos: usize, data: &[f32]) {
+    if let Some(dir) = dir {
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let _ = std::fs::write(
-            std::path::Path::new(&dir).join(format!("{name}-{li}.bin")),
+            std::path::Path::new(dir).join(format!("{name}-{li}@{pos}.bin")),
             bytes,
         );
     }
@@ -351,25 +354,15 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Rotates the first `2 * table.len()` dims of `x` in adjacent pairs.
+/// Rotates the first `2 * table.len()` dims of `x` in adjacent pairs (ggml's "normal"
+/// RoPE, what llama.cpp uses for the llama architecture), with the fused multiply-adds
+/// ggml's compiled `rotate_pairs` uses (`x0*c - x1*s` and `x0*s + x1*c` contracted by
+/// the compiler into one FMA each, the first product fused).
 fn rope(x: &mut [f32], table: &[(f32, f32)]) {
-    let variant = std::env::var("VEIL_ROPE").unwrap_or_default();
     for (pair, &(c, s)) in x.chunks_exact_mut(2).zip(table) {
         let (x0, x1) = (pair[0], pair[1]);
-        match variant.as_str() {
-            "a" => {
-                pair[0] = x0.mul_add(c, -(x1 * s));
-                pair[1] = x0.mul_add(s, x1 * c);
-            }
-            "b" => {
-                pair[0] = (-x1).mul_add(s, x0 * c);
-                pair[1] = x1.mul_add(c, x0 * s);
-            }
-            _ => {
-                pair[0] = x0 * c - x1 * s;
-                pair[1] = x0 * s + x1 * c;
-            }
-        }
+        pair[0] = x0.mul_add(c, -(x1 * s));
+        pair[1] = x0.mul_add(s, x1 * c);
     }
 }
 
@@ -454,6 +447,7 @@ impl Pass<'_> {
         #[allow(clippy::cast_precision_loss)]
         let scale = 1.0 / (hd as f32).sqrt();
         let mut phase = 0usize;
+        let tdir = if t == 0 { self.trace.as_deref() } else { None };
 
         // Embeddings.
         st.x.resize(n * d, 0.0);
@@ -472,9 +466,7 @@ impl Pass<'_> {
                     rms_norm(x, &layer.attn_norm, p.rms_eps, o);
                 }
             }
-            if t == 0 {
-                trace("attn_norm", li, &st.xn);
-            }
+            trace(tdir, "attn_norm", li, self.pos, &st.xn);
             let wants =
                 layer.wq.ty().wants_q8() || layer.wk.ty().wants_q8() || layer.wv.ty().wants_q8();
             {
@@ -522,9 +514,7 @@ impl Pass<'_> {
                 }
             }
 
-            if t == 0 {
-                trace("qkv", li, &st.full);
-            }
+            trace(tdir, "qkv", li, self.pos, &st.full);
             // Attention for this thread's heads: out is [n × heads × hd].
             let nh = my_heads.len();
             st.part.clear();
@@ -559,12 +549,12 @@ impl Pass<'_> {
                         };
                         *s = dot * scale;
                     }
-                    if t == 0 && li == 0 {
-                        trace(&format!("kq_h{h}_i{i}"), li, &st.scores);
+                    if li == 0 {
+                        trace(tdir, &format!("kq_h{h}_i{i}"), li, self.pos, &st.scores);
                     }
                     ggml::softmax(&mut st.scores);
-                    if t == 0 && li == 0 {
-                        trace(&format!("sm_h{h}_i{i}"), li, &st.scores);
+                    if li == 0 {
+                        trace(tdir, &format!("sm_h{h}_i{i}"), li, self.pos, &st.scores);
                     }
                     st.wsum.start(hd, if n >= 2 { 8 } else { 32 });
                     for (j, s) in st.scores.iter().enumerate() {
@@ -584,9 +574,7 @@ impl Pass<'_> {
             self.ex
                 .gather_blocks(phase, n, p.n_head, hd, &mut st.full)?;
             phase += 1;
-            if t == 0 {
-                trace("kqv_out", li, &st.full);
-            }
+            trace(tdir, "kqv_out", li, self.pos, &st.full);
 
             // Output projection and residual.
             {
@@ -627,11 +615,9 @@ impl Pass<'_> {
                 matmul_concat(simd, &[&layer.gate], rows.clone(), &acts, &mut st.part);
                 matmul_concat(simd, &[&layer.up], rows.clone(), &acts, &mut st.part2);
             }
-            if t == 0 {
-                trace("ffn_norm", li, &st.xn);
-                trace("ffn_gate", li, &st.part);
-                trace("ffn_up", li, &st.part2);
-            }
+            trace(tdir, "ffn_norm", li, self.pos, &st.xn);
+            trace(tdir, "ffn_gate", li, self.pos, &st.part);
+            trace(tdir, "ffn_up", li, self.pos, &st.part2);
             let vector_end = f - f % 8;
             for (i, (g, u)) in st.part.iter_mut().zip(&st.part2).enumerate() {
                 let col = rows.start + i % rows.len().max(1);
@@ -660,15 +646,11 @@ impl Pass<'_> {
             self.ex.publish(phase, t, &st.part);
             self.ex.gather(phase, n, d, &mut st.full)?;
             phase += 1;
-            if t == 0 {
-                trace("ffn_out", li, &st.full);
-            }
+            trace(tdir, "ffn_out", li, self.pos, &st.full);
             for (x, o) in st.x.iter_mut().zip(&st.full) {
                 *x += o;
             }
-            if t == 0 {
-                trace("l_out", li, &st.x);
-            }
+            trace(tdir, "l_out", li, self.pos, &st.x);
         }
 
         if self.want_logits {
@@ -695,7 +677,10 @@ impl Pass<'_> {
             }
             self.ex.publish(phase, t, &st.part);
             match logits {
-                Some(l) => self.ex.gather(phase, 1, p.vocab, l)?,
+                Some(l) => {
+                    self.ex.gather(phase, 1, p.vocab, l)?;
+                    trace(tdir, "logits", 0, self.pos, l);
+                }
                 None => self.ex.barrier.wait()?,
             }
         }
@@ -714,6 +699,7 @@ impl CpuSession<'_> {
             pos: self.pos,
             rope: &rope,
             want_logits,
+            trace: std::env::var_os("VEIL_TRACE_DIR"),
         };
         let logits = &mut self.logits;
         let _one_at_a_time = model
