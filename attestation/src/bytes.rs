@@ -127,6 +127,25 @@ impl Sha256Digest {
     }
 }
 
+hex_newtype!(
+    /// A 48-byte launch measurement (SEV-SNP `MEASUREMENT`, TDX `MRTD`, or the simulated
+    /// TEE's SHA-384 of its executable).
+    Measurement,
+    48,
+    "48-byte measurement"
+);
+
+impl Measurement {
+    /// SHA-384 of `data`.
+    #[must_use]
+    pub fn sha384_of(data: &[u8]) -> Self {
+        let d = ring::digest::digest(&ring::digest::SHA384, data);
+        let mut out = [0u8; 48];
+        out.copy_from_slice(d.as_ref());
+        Self(out)
+    }
+}
+
 /// Base64 (standard alphabet, padded) bytes in JSON; raw bytes in Rust.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Base64Bytes(pub Vec<u8>);

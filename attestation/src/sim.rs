@@ -9,6 +9,7 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
+use crate::bytes::Measurement;
 use crate::claims::ReportData;
 use crate::receipt::{ReceiptPublicKey, Signature};
 
@@ -25,11 +26,15 @@ pub struct SimEvidence {
     pub simulated: bool,
     /// Always [`WARNING`].
     pub warning: String,
+    /// What the simulated platform says it launched: the SHA-384 of the enclave's
+    /// executable (a stand-in for SEV-SNP's `MEASUREMENT` or TDX's `MRTD`, so that
+    /// policies pinning measurements can be exercised without hardware).
+    pub measurement: Measurement,
     /// The report data (the key binding).
     pub report_data: ReportData,
     /// The process's simulated-platform key.
     pub public_key: ReceiptPublicKey,
-    /// Ed25519 over `"veil/sim-evidence/v1"` ‖ report data ‖ public key.
+    /// Ed25519 over `"veil/sim-evidence/v1"` ‖ measurement ‖ report data ‖ public key.
     pub signature: Signature,
 }
 
@@ -62,8 +67,13 @@ pub enum SimError {
     Key(&'static str),
 }
 
-fn message(report_data: &ReportData, public_key: &ReceiptPublicKey) -> Vec<u8> {
+fn message(
+    measurement: &Measurement,
+    report_data: &ReportData,
+    public_key: &ReceiptPublicKey,
+) -> Vec<u8> {
     let mut m = SIM_LABEL.to_vec();
+    m.extend_from_slice(measurement.as_bytes());
     m.extend_from_slice(report_data.as_bytes());
     m.extend_from_slice(public_key.as_bytes());
     m
@@ -72,6 +82,7 @@ fn message(report_data: &ReportData, public_key: &ReceiptPublicKey) -> Vec<u8> {
 /// The simulated platform of one process.
 pub struct SimPlatform {
     key: Ed25519KeyPair,
+    measurement: Measurement,
 }
 
 impl std::fmt::Debug for SimPlatform {
@@ -81,14 +92,22 @@ impl std::fmt::Debug for SimPlatform {
 }
 
 impl SimPlatform {
-    /// Make the process's key.
+    /// Make the process's key; the measurement is all zeros (see [`Self::with_measurement`]).
     pub fn new() -> Result<Self, SimError> {
+        Self::with_measurement(Measurement([0; 48]))
+    }
+
+    /// Make the process's key, reporting `measurement` as what was launched.
+    pub fn with_measurement(measurement: Measurement) -> Result<Self, SimError> {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| SimError::Key("generate"))?;
         let mut bytes = pkcs8.as_ref().to_vec();
         let key = Ed25519KeyPair::from_pkcs8(&bytes).map_err(|_| SimError::Key("load"));
         bytes.zeroize();
-        Ok(Self { key: key? })
+        Ok(Self {
+            key: key?,
+            measurement,
+        })
     }
 
     fn public_key(&self) -> ReceiptPublicKey {
@@ -101,12 +120,15 @@ impl SimPlatform {
     #[must_use]
     pub fn evidence(&self, report_data: &ReportData) -> SimEvidence {
         let public_key = self.public_key();
-        let sig = self.key.sign(&message(report_data, &public_key));
+        let sig = self
+            .key
+            .sign(&message(&self.measurement, report_data, &public_key));
         let mut s = [0u8; 64];
         s.copy_from_slice(sig.as_ref());
         SimEvidence {
             simulated: true,
             warning: WARNING.to_owned(),
+            measurement: self.measurement,
             report_data: *report_data,
             public_key,
             signature: Signature(s),
@@ -123,7 +145,7 @@ impl SimEvidence {
         }
         UnparsedPublicKey::new(&ED25519, self.public_key.as_bytes())
             .verify(
-                &message(&self.report_data, &self.public_key),
+                &message(&self.measurement, &self.report_data, &self.public_key),
                 self.signature.as_bytes(),
             )
             .map_err(|_| SimError::BadSignature)?;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::bundle::{Bundle, Evidence, gpu_evidence_digest};
-use crate::bytes::Sha256Digest;
+use crate::bytes::{Measurement, Sha256Digest};
 use crate::channel::{ChannelError, KeyConfigList};
 use crate::claims::{ClaimsCore, Platform};
 use crate::receipt::ReceiptPublicKey;
@@ -33,6 +33,9 @@ pub struct Policy {
     pub max_evidence_age_seconds: u64,
     /// Accepted model manifest digests; empty accepts any.
     pub model_manifest_digests: Vec<Sha256Digest>,
+    /// Accepted launch measurements (96 hex digits each: SEV-SNP `MEASUREMENT`, TDX
+    /// `MRTD`, or the simulated TEE's digest of its executable); empty accepts any.
+    pub launch_measurements: Vec<Measurement>,
 }
 
 impl Default for Policy {
@@ -41,6 +44,7 @@ impl Default for Policy {
             insecure_allow_sim: false,
             max_evidence_age_seconds: 24 * 3600,
             model_manifest_digests: Vec::new(),
+            launch_measurements: Vec::new(),
         }
     }
 }
@@ -107,6 +111,39 @@ pub enum VerifyError {
     /// The policy's model list.
     #[error("model manifest digest {0} is not allowed by the policy")]
     ModelNotAllowed(Sha256Digest),
+    /// A measured value differs from every value the policy accepts.
+    #[error("{field}: expected {}, found {found}", one_of(.expected))]
+    PolicyMismatch {
+        /// The field, as the policy names it (`launch_measurement`, ...).
+        field: &'static str,
+        /// What the policy accepts.
+        expected: Vec<String>,
+        /// What the evidence says.
+        found: String,
+    },
+}
+
+fn one_of(expected: &[String]) -> String {
+    match expected {
+        [one] => one.clone(),
+        many => format!("one of [{}]", many.join(", ")),
+    }
+}
+
+/// Checks `found` against the policy's list for `field` (empty accepts any).
+fn pinned(
+    field: &'static str,
+    accepted: &[Measurement],
+    found: &Measurement,
+) -> Result<(), VerifyError> {
+    if accepted.is_empty() || accepted.iter().any(|m| m.ct_eq(found)) {
+        return Ok(());
+    }
+    Err(VerifyError::PolicyMismatch {
+        field,
+        expected: accepted.iter().map(ToString::to_string).collect(),
+        found: found.to_string(),
+    })
 }
 
 /// A value that passed verification. Only this module constructs it.
@@ -220,6 +257,11 @@ pub fn verify_bundle(
                 return Err(VerifyError::SimulatedNotAllowed);
             }
             sim.verify(&report_data)?;
+            pinned(
+                "launch_measurement",
+                &policy.launch_measurements,
+                &sim.measurement,
+            )?;
         }
         other => return Err(VerifyError::UnsupportedPlatform(other.kind())),
     }

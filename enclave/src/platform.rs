@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use veil_attestation::bundle::Evidence;
+use veil_attestation::bytes::Measurement;
 use veil_attestation::claims::{GpuNonce, Platform, ReportData};
 use veil_attestation::sim::SimPlatform;
 
@@ -84,17 +85,22 @@ pub trait GpuProvider: Send + Sync {
 pub struct SimProvider(SimPlatform);
 
 impl SimProvider {
-    /// A simulated platform with a fresh key.
+    /// A simulated platform with a fresh key, reporting as its launch measurement the
+    /// SHA-384 of this process's executable (what a policy can pin, as it would pin
+    /// SEV-SNP's `MEASUREMENT` or TDX's `MRTD`).
     ///
     /// # Errors
-    /// When key generation fails.
+    /// When the executable cannot be read or key generation fails.
     pub fn new() -> Result<Self, PlatformError> {
-        SimPlatform::new()
+        let failed = |detail: String| PlatformError::Failed {
+            platform: "sim",
+            detail,
+        };
+        let exe = std::fs::read("/proc/self/exe")
+            .map_err(|e| failed(format!("reading /proc/self/exe to measure it: {e}")))?;
+        SimPlatform::with_measurement(Measurement::sha384_of(&exe))
             .map(Self)
-            .map_err(|e| PlatformError::Failed {
-                platform: "sim",
-                detail: e.to_string(),
-            })
+            .map_err(|e| failed(e.to_string()))
     }
 }
 
