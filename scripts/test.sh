@@ -31,6 +31,14 @@ step "models (pinned digests; already-present files are not fetched again)"
 cargo run --locked -q -p veil-enclave -- models fetch --dir "${VEIL_MODELS_DIR:-models}"
 export VEIL_MODELS_DIR="${VEIL_MODELS_DIR:-$PWD/models}"
 
+step "PostgreSQL from Debian's packages (the gateway's ledger tests)"
+# Prints `export VEIL_TEST_POSTGRES_URL=...` for a server it has started (or found).
+eval "$(scripts/setup-postgres.sh)"
+
+step "Python venv with the openai and langchain-openai packages (the proxy's SDK tests)"
+# Prints `export VEIL_TEST_PYTHON=...`, the venv's interpreter.
+eval "$(scripts/setup-python.sh)"
+
 step "tests"
 cargo test --workspace --locked
 

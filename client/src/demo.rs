@@ -1,14 +1,14 @@
 //! `veil demo`: the whole system on one machine, with the simulated TEE.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use veil_attestation::verify::Policy;
+use veil_client::procs::{Proc, sibling};
 use veil_client::{BackendReport, Client, OuterMeta, Reply, json_request};
 
 /// `veil demo` options.
@@ -23,78 +23,6 @@ pub struct DemoArgs {
         default_value = "In two sentences, why should prompts be encrypted end to end?"
     )]
     prompt: String,
-}
-
-/// A child process, killed when dropped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe
-        .parent()
-        .map(|d| d.join(name))
-        .context("no executable directory")?;
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: build all binaries with `cargo build --release --workspace --bins`",
-        path.display()
-    );
-    Ok(path)
-}
-
-fn start(name: &'static str, args: &[&str]) -> anyhow::Result<(Proc, String)> {
-    let mut child = Command::new(sibling(name)?)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().context("stderr")?;
-    let l2 = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut l) = l2.lock() {
-                l.push(line);
-            }
-        }
-    });
-    let mut proc = Proc { name, child, log };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let found = proc.log.lock().ok().and_then(|l| {
-            l.iter().find_map(|line| {
-                line.split_once("listening on http://")
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .map(|a| format!("http://{a}"))
-            })
-        });
-        if let Some(url) = found {
-            return Ok((proc, url));
-        }
-        if let Some(status) = proc.child.try_wait()? {
-            let log = proc.log.lock().map(|l| l.join("\n")).unwrap_or_default();
-            anyhow::bail!("{} exited ({status}):\n{log}", proc.name);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{name} did not start within 5 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn step(n: u32, what: &str) {
@@ -170,9 +98,9 @@ async fn demo(args: &DemoArgs, work: &Path) -> anyhow::Result<()> {
         2,
         "start veil-enclave (--tee sim): keys made in memory, bound into simulated evidence",
     );
-    let (enclave, enclave_url) = tokio::task::block_in_place(|| {
-        start(
-            "veil-enclave",
+    let enclave = tokio::task::block_in_place(|| {
+        Proc::start(
+            &sibling("veil-enclave")?,
             &[
                 "serve",
                 "--listen",
@@ -186,6 +114,7 @@ async fn demo(args: &DemoArgs, work: &Path) -> anyhow::Result<()> {
             ],
         )
     })?;
+    let enclave_url = enclave.url().to_owned();
     println!("  enclave at {enclave_url}");
 
     step(
@@ -208,9 +137,9 @@ async fn demo(args: &DemoArgs, work: &Path) -> anyhow::Result<()> {
         .trim()
         .to_owned();
     anyhow::ensure!(key.starts_with("veil_"), "keys create printed no key");
-    let (gateway, gateway_url) = tokio::task::block_in_place(|| {
-        start(
-            "veil-gateway",
+    let gateway = tokio::task::block_in_place(|| {
+        Proc::start(
+            &sibling("veil-gateway")?,
             &[
                 "serve",
                 "--listen",
@@ -223,6 +152,7 @@ async fn demo(args: &DemoArgs, work: &Path) -> anyhow::Result<()> {
             ],
         )
     })?;
+    let gateway_url = gateway.url().to_owned();
     println!(
         "  gateway at {gateway_url}; API key {}… (stored there only as a hash)",
         &key[..key.len().min(12)]
@@ -356,14 +286,13 @@ async fn demo(args: &DemoArgs, work: &Path) -> anyhow::Result<()> {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         println!("  ledger: {line}");
     }
-    if let Ok(log) = gateway.log.lock() {
-        for line in log
-            .iter()
-            .filter(|l| l.contains("ohttp") || l.contains("request"))
-            .take(6)
-        {
-            println!("  gateway log: {line}");
-        }
+    for line in gateway
+        .lines()
+        .iter()
+        .filter(|l| l.contains("ohttp") || l.contains("request"))
+        .take(6)
+    {
+        println!("  gateway log: {line}");
     }
     drop(gateway);
     drop(enclave);

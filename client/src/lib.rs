@@ -5,6 +5,7 @@
 //! It never falls back to plaintext or to an unverified backend: every request is
 //! sealed to a key configuration taken from a bundle that passed [`verify_bundle`].
 
+pub mod procs;
 pub mod proxy;
 
 use std::sync::Arc;
@@ -50,8 +51,13 @@ pub enum ClientError {
         retry_after: Option<String>,
     },
     /// No backend's bundle passed verification.
-    #[error("no backend passed attestation: {0}")]
-    NoVerifiedBackend(String),
+    #[error("no backend passed attestation: {reason}")]
+    NoVerifiedBackend {
+        /// Why, backend by backend.
+        reason: String,
+        /// The report of every backend the gateway listed.
+        reports: Vec<BackendReport>,
+    },
     /// A bundle could not be read.
     #[error("attestation: {0}")]
     Attestation(String),
@@ -318,11 +324,14 @@ impl Client {
                 .collect::<Vec<_>>()
                 .join("; ");
             *self.trusted.lock().await = None;
-            return Err(ClientError::NoVerifiedBackend(if why.is_empty() {
-                "the gateway lists none".into()
-            } else {
-                why
-            }));
+            return Err(ClientError::NoVerifiedBackend {
+                reason: if why.is_empty() {
+                    "the gateway lists none".into()
+                } else {
+                    why
+                },
+                reports,
+            });
         }
         *self.trusted.lock().await = Some(Trusted {
             backends,
@@ -354,9 +363,10 @@ impl Client {
         }
         self.attest().await?;
         let mut t = self.trusted.lock().await;
-        let t = t
-            .as_mut()
-            .ok_or_else(|| ClientError::NoVerifiedBackend("none".into()))?;
+        let t = t.as_mut().ok_or_else(|| ClientError::NoVerifiedBackend {
+            reason: "none".into(),
+            reports: Vec::new(),
+        })?;
         Ok(t.backends[0].clone())
     }
 

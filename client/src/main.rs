@@ -154,7 +154,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let result = client.attest().await;
             let reports = match &result {
                 Ok(r) => r.clone(),
-                Err(veil_client::ClientError::NoVerifiedBackend(_)) => Vec::new(),
+                Err(veil_client::ClientError::NoVerifiedBackend { reports, .. }) => reports.clone(),
                 Err(e) => anyhow::bail!("{e}"),
             };
             if json {

@@ -56,7 +56,7 @@ fn client_error(e: &ClientError) -> Response {
             }
             r
         }
-        ClientError::NoVerifiedBackend(_) | ClientError::Attestation(_) => openai_error(
+        ClientError::NoVerifiedBackend { .. } | ClientError::Attestation(_) => openai_error(
             502,
             "veil_attestation_error",
             "attestation_failed",

