@@ -220,6 +220,17 @@ impl Client {
         &self.policy
     }
 
+    /// The gateway's `/healthz`: its status code and JSON body.
+    ///
+    /// # Errors
+    /// When the gateway cannot be reached or does not answer JSON.
+    pub async fn gateway_health(&self) -> Result<(u16, Value), ClientError> {
+        let (status, body) = self.get("/healthz").await?;
+        let v = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Transport(format!("/healthz is not JSON: {e}")))?;
+        Ok((status, v))
+    }
+
     async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
         let mut b = hyper::Request::get(format!("{}{path}", self.gateway));
         if let Some(k) = &self.api_key {

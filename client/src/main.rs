@@ -1,5 +1,6 @@
 //! `veil`: attest, chat, embed, the local OpenAI-compatible proxy, and the demo.
 
+mod config;
 mod demo;
 
 use std::io::{Read as _, Write as _};
@@ -24,14 +25,15 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct Conn {
-    /// The gateway's URL.
-    #[arg(long, env = "VEIL_GATEWAY", default_value = "http://127.0.0.1:8080")]
-    gateway: String,
-    /// The API key (`veil_...`).
+    /// The gateway's URL (else the one `veil config set gateway` stored).
+    #[arg(long, env = "VEIL_GATEWAY")]
+    gateway: Option<String>,
+    /// The API key, `veil_...` (else the one `veil config set api-key` stored).
     #[arg(long, env = "VEIL_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// A policy file (TOML; the attestation policy: insecure_allow_sim,
-    /// max_evidence_age_seconds, model_manifest_digests). Unknown keys are errors.
+    /// max_evidence_age_seconds, model_manifest_digests, launch_measurements). Unknown
+    /// keys are errors. Else the one `veil config set policy` stored.
     #[arg(long, env = "VEIL_POLICY")]
     policy: Option<PathBuf>,
     /// Accept the SIMULATED TEE (development only: it protects nothing).
@@ -41,7 +43,17 @@ struct Conn {
 
 impl Conn {
     fn client(&self) -> anyhow::Result<Client> {
-        let mut policy = match &self.policy {
+        let stored = config::Config::load()?;
+        let gateway = self
+            .gateway
+            .clone()
+            .or_else(|| stored.gateway.clone())
+            .context(
+                "no gateway: pass --gateway URL, set VEIL_GATEWAY, or run `veil config set gateway URL`",
+            )?;
+        let api_key = self.api_key.clone().or_else(|| stored.api_key.clone());
+        let policy_file = self.policy.clone().or_else(|| stored.policy.clone());
+        let mut policy = match &policy_file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading {}", p.display()))?;
@@ -58,8 +70,31 @@ impl Conn {
                 "veil: WARNING: the policy accepts the SIMULATED TEE: nothing protects your data there"
             );
         }
-        Ok(Client::new(&self.gateway, self.api_key.clone(), policy)?)
+        Ok(Client::new(&gateway, api_key, policy)?)
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Set one value: `gateway URL`, `api-key KEY` (or `-` to read it from stdin, which
+    /// keeps it out of shell history), `policy FILE`.
+    Set {
+        /// gateway, api-key or policy.
+        #[arg(value_parser = ["gateway", "api-key", "policy"])]
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Remove one value.
+    Unset {
+        /// gateway, api-key or policy.
+        #[arg(value_parser = ["gateway", "api-key", "policy"])]
+        key: String,
+    },
+    /// Print the configuration (the API key abbreviated).
+    Show,
+    /// Print the configuration file's path.
+    Path,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +155,16 @@ enum Command {
         /// Listen on a non-loopback address (anyone who can reach it can use your key).
         #[arg(long)]
         allow_non_loopback: bool,
+    },
+    /// The gateway's health, the attestation of its backends, and the models offered.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remember the gateway, API key and policy (in a file only you can read).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
     },
     /// Run everything locally with the simulated TEE: enclave, gateway, an API key, an
     /// attested and encrypted chat and embeddings, receipts, and what the gateway saw.
@@ -294,7 +339,100 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(args).await,
+        Command::Status { conn } => status(&conn).await,
+        Command::Config { action } => configure(action),
     }
+}
+
+async fn status(conn: &Conn) -> anyhow::Result<()> {
+    let client = conn.client()?;
+    let (code, health) = client
+        .gateway_health()
+        .await
+        .context("the gateway does not answer")?;
+    println!(
+        "gateway: HTTP {code}, {} routable backend(s)",
+        health["routable_backends"]
+    );
+    let result = client.attest().await;
+    let reports = match &result {
+        Ok(r) => r.clone(),
+        Err(veil_client::ClientError::NoVerifiedBackend { reports, .. }) => reports.clone(),
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    print!("{}", demo::format_reports(&reports));
+    if let Err(e) = result {
+        anyhow::bail!("{e}");
+    }
+    let req = veil_attestation::channel::Request::new("GET", "/v1/models", Vec::new());
+    if let Reply::Whole(a) = client.send(&req, &OuterMeta::default()).await? {
+        let v: Value = serde_json::from_slice(&a.body)?;
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|m| m["id"].as_str()).collect())
+            .unwrap_or_default();
+        println!("models: {}", ids.join(", "));
+    }
+    Ok(())
+}
+
+fn configure(action: ConfigAction) -> anyhow::Result<()> {
+    let mut c = config::Config::load()?;
+    match action {
+        ConfigAction::Set { key, value } => {
+            match key.as_str() {
+                "gateway" => c.gateway = Some(value),
+                "api-key" => {
+                    let mut value = value;
+                    if value == "-" {
+                        value.clear();
+                        std::io::stdin().read_to_string(&mut value)?;
+                        value = value.trim().to_owned();
+                    }
+                    anyhow::ensure!(value.starts_with("veil_"), "an API key starts with `veil_`");
+                    c.api_key = Some(value);
+                }
+                _ => {
+                    let p = std::fs::canonicalize(&value)
+                        .with_context(|| format!("policy file {value}"))?;
+                    let text = std::fs::read_to_string(&p)?;
+                    toml::from_str::<Policy>(&text)
+                        .with_context(|| format!("policy {}", p.display()))?;
+                    c.policy = Some(p);
+                }
+            }
+            let p = c.save()?;
+            eprintln!("veil: saved {key} in {} (mode 0600)", p.display());
+        }
+        ConfigAction::Unset { key } => {
+            match key.as_str() {
+                "gateway" => c.gateway = None,
+                "api-key" => c.api_key = None,
+                _ => c.policy = None,
+            }
+            let p = c.save()?;
+            eprintln!("veil: removed {key} from {}", p.display());
+        }
+        ConfigAction::Show => {
+            println!("file     {}", config::path()?.display());
+            println!("gateway  {}", c.gateway.as_deref().unwrap_or("(not set)"));
+            println!(
+                "api-key  {}",
+                c.api_key.as_deref().map_or_else(
+                    || "(not set)".to_owned(),
+                    |k| format!("{}…", &k[..k.len().min(9)])
+                )
+            );
+            println!(
+                "policy   {}",
+                c.policy
+                    .as_ref()
+                    .map_or_else(|| "(not set)".to_owned(), |p| p.display().to_string())
+            );
+        }
+        ConfigAction::Path => println!("{}", config::path()?.display()),
+    }
+    Ok(())
 }
 
 /// Sends a chat request; prints streamed text as it arrives when `echo`. Returns the text.

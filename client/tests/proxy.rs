@@ -440,3 +440,73 @@ fn serve_once_per_connection(body: String) -> SocketAddr {
     });
     addr
 }
+
+#[test]
+fn config_is_private_and_status_uses_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let stack = Stack::start();
+    let dir = TempDir::new();
+    let file = dir.0.join("cfg/config.toml");
+    let veil = |args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new(bin("veil"))
+            .args(args)
+            .env("VEIL_CONFIG", &file)
+            .env_remove("VEIL_GATEWAY")
+            .env_remove("VEIL_API_KEY")
+            .env_remove("VEIL_POLICY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Without a gateway anywhere: a clear error.
+    let out = veil(&["status"], None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("veil config set gateway"),
+        "{out:?}"
+    );
+    let gateway = stack.gateway.url().to_owned();
+    assert!(
+        veil(&["config", "set", "gateway", &gateway], None)
+            .status
+            .success()
+    );
+    // The key from stdin, so it stays out of shell history and process lists.
+    let out = veil(&["config", "set", "api-key", "-"], Some(&stack.api_key));
+    assert!(out.status.success(), "{out:?}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "config file mode {mode:o}");
+    let dmode = std::fs::metadata(file.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dmode, 0o700, "config directory mode {dmode:o}");
+    // `show` abbreviates the key.
+    let out = veil(&["config", "show"], None);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains(&gateway), "{shown}");
+    assert!(
+        !shown.contains(&stack.api_key),
+        "config show printed the key"
+    );
+    // `status` works from the stored settings alone.
+    let out = veil(&["status", "--insecure-allow-sim"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("1 routable backend"), "{text}");
+    assert!(text.contains("VERIFIED"), "{text}");
+    assert!(
+        text.contains("models: ") && text.contains(CHAT_MODEL),
+        "{text}"
+    );
+}
