@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -460,6 +460,28 @@ impl Sealer {
         }
     }
 
+    /// Seals a streamed chat request (chunked OHTTP) for `prompt`, greedy, `max_tokens`.
+    pub fn chat_stream(&self, prompt: &str, max_tokens: u32) -> SealedStream {
+        let body = serde_json::json!({
+            "model": CHAT_MODEL,
+            "stream": true,
+            "temperature": 0,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": prompt}],
+        })
+        .to_string();
+        let mut r = Request::new("POST", "/v1/chat/completions", body.into_bytes());
+        r.headers.push("content-type", "application/json").unwrap();
+        let (bytes, pending) = self.target.seal_chunked_request(&r).unwrap();
+        SealedStream {
+            digest: Sha256Digest::of(&bytes),
+            bytes,
+            pending: Some(pending),
+            key_id: self.target.key_id().to_string(),
+            max_tokens,
+        }
+    }
+
     /// Verifies a compact receipt under the enclave's receipt key.
     pub fn verify_receipt(&self, compact: &str) -> Result<Receipt, String> {
         let s = SignedReceipt::parse_compact(compact).map_err(|e| e.to_string())?;
@@ -496,6 +518,71 @@ impl Sealed {
             b = b.header("authorization", format!("Bearer {k}"));
         }
         b.body(Full::new(Bytes::from(self.bytes.clone()))).unwrap()
+    }
+}
+
+/// A sealed streamed chat request.
+pub struct SealedStream {
+    pub bytes: Vec<u8>,
+    pub digest: Sha256Digest,
+    pub pending: Option<veil_attestation::channel::PendingChunkedResponse>,
+    pub key_id: String,
+    pub max_tokens: u32,
+}
+
+/// A streamed answer, read to its end.
+#[derive(Debug)]
+pub struct OpenedStream {
+    pub outer_status: u16,
+    pub outer_body: Vec<u8>,
+    /// The outer trailer's receipt, if any.
+    pub outer_receipt: Option<String>,
+    /// Inner status and body (the server-sent events), when it opened.
+    pub inner: Option<(u16, Vec<u8>)>,
+    pub inner_receipt: Option<String>,
+}
+
+impl SealedStream {
+    /// Sends it to `POST {base}{path}` and reads the answer to its end.
+    pub async fn send(&mut self, base: &str, path: &str, key: Option<&str>) -> OpenedStream {
+        let mut b = hyper::Request::post(format!("{base}{path}"))
+            .header("content-type", "message/ohttp-chunked-req")
+            .header("veil-key-id", &self.key_id)
+            .header("veil-model", CHAT_MODEL)
+            .header("veil-max-tokens", self.max_tokens.to_string())
+            .header("veil-stream", "true")
+            .header("te", "trailers");
+        if let Some(k) = key {
+            b = b.header("authorization", format!("Bearer {k}"));
+        }
+        let req = b.body(Full::new(Bytes::from(self.bytes.clone()))).unwrap();
+        let resp = http().request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let collected = resp.into_body().collect().await.unwrap();
+        let outer_receipt = collected
+            .trailers()
+            .and_then(|t| t.get("veil-receipt"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = collected.to_bytes().to_vec();
+        let mut out = OpenedStream {
+            outer_status: status,
+            outer_body: body,
+            outer_receipt,
+            inner: None,
+            inner_receipt: None,
+        };
+        if status == 200 {
+            let r = self
+                .pending
+                .take()
+                .unwrap()
+                .open_all(out.outer_body.clone())
+                .expect("the sealed stream opens");
+            out.inner_receipt = r.trailers.get("veil-receipt").map(str::to_owned);
+            out.inner = Some((r.status, r.body.clone()));
+        }
+        out
     }
 }
 
