@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use veil_attestation::verify::Policy;
-use veil_client::procs::{Proc, sibling};
+use veil_client::procs::{create_key, sibling, sim_enclave, sim_gateway};
 use veil_client::{BackendReport, Client, OuterMeta, Reply, json_request};
 
 /// `veil demo` options.
@@ -101,22 +101,7 @@ async fn demo(args: &DemoArgs, work: &Path) -> anyhow::Result<()> {
         2,
         "start veil-enclave (--tee sim): keys made in memory, bound into simulated evidence",
     );
-    let enclave = tokio::task::block_in_place(|| {
-        Proc::start(
-            &sibling("veil-enclave")?,
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--tee",
-                "sim",
-                "--gpu",
-                "off",
-                "--models",
-                &models,
-            ],
-        )
-    })?;
+    let enclave = tokio::task::block_in_place(|| sim_enclave(&models, &[]))?;
     let enclave_url = enclave.url().to_owned();
     println!("  enclave at {enclave_url}");
 
@@ -125,36 +110,8 @@ async fn demo(args: &DemoArgs, work: &Path) -> anyhow::Result<()> {
         "start veil-gateway (SQLite ledger) and create an API key",
     );
     let db = format!("sqlite:{}", work.join("ledger.db").display());
-    let out = Command::new(sibling("veil-gateway")?)
-        .args(["keys", "create", "--database", &db, "--name", "demo"])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "keys create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    anyhow::ensure!(key.starts_with("veil_"), "keys create printed no key");
-    let gateway = tokio::task::block_in_place(|| {
-        Proc::start(
-            &sibling("veil-gateway")?,
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                &enclave_url,
-                "--database",
-                &db,
-                "--insecure-allow-sim",
-            ],
-        )
-    })?;
+    let key = create_key(&db, "demo")?;
+    let gateway = tokio::task::block_in_place(|| sim_gateway(&enclave_url, &db, &[]))?;
     let gateway_url = gateway.url().to_owned();
     println!(
         "  gateway at {gateway_url}; API key {}… (stored there only as a hash)",

@@ -397,6 +397,23 @@ impl Client {
         }
     }
 
+    /// Posts a sealed body to the gateway.
+    async fn post(
+        &self,
+        builder: hyper::http::request::Builder,
+        content_type: &str,
+        sealed: Vec<u8>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let req = builder
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(sealed)))
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        self.http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
     async fn send_once(&self, request: &Request, meta: &OuterMeta) -> Result<Reply, ClientError> {
         let backend = self.pick().await?;
         let key_id = backend.target.key_id().to_string();
@@ -416,22 +433,10 @@ impl Client {
         if meta.stream {
             let (sealed, pending) = backend.target.seal_chunked_request(request)?;
             let digest = Sha256Digest::of(&sealed);
-            let req = b
-                .header("content-type", "message/ohttp-chunked-req")
-                .body(Full::new(Bytes::from(sealed)))
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            let resp = self.post(b, "message/ohttp-chunked-req", sealed).await?;
             let status = resp.status().as_u16();
             if status != 200 {
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let retry_after = header_text(&resp, "retry-after");
                 let body = Limited::new(resp.into_body(), 1 << 20)
                     .collect()
                     .await
@@ -482,26 +487,10 @@ impl Client {
         } else {
             let (sealed, pending) = backend.target.seal_request(request)?;
             let digest = Sha256Digest::of(&sealed);
-            let req = b
-                .header("content-type", "message/ohttp-req")
-                .body(Full::new(Bytes::from(sealed)))
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            let resp = self.post(b, "message/ohttp-req", sealed).await?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let outer_receipt = resp
-                .headers()
-                .get(RECEIPT_FIELD)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let retry_after = header_text(&resp, "retry-after");
+            let outer_receipt = header_text(&resp, RECEIPT_FIELD);
             let body = Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
@@ -525,6 +514,14 @@ impl Client {
             }))
         }
     }
+}
+
+/// A response header's value, when it is text.
+fn header_text<B>(resp: &hyper::Response<B>, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn check_receipt(

@@ -150,3 +150,68 @@ impl Proc {
         &self.name
     }
 }
+
+/// `veil-enclave serve` with the **simulated** TEE, no GPU, on a free loopback port,
+/// serving the models in `models`; `extra` flags appended.
+///
+/// # Errors
+/// As [`Proc::start`].
+pub fn sim_enclave(models: &str, extra: &[&str]) -> anyhow::Result<Proc> {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tee",
+        "sim",
+        "--gpu",
+        "off",
+        "--models",
+        models,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&sibling("veil-enclave")?, &args)
+}
+
+/// `veil-gateway keys create`: a new API key named `name` in `database`.
+///
+/// # Errors
+/// When the command fails or prints no key.
+pub fn create_key(database: &str, name: &str) -> anyhow::Result<String> {
+    let out = Command::new(sibling("veil-gateway")?)
+        .args(["keys", "create", "--database", database, "--name", name])
+        .stdin(Stdio::null())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    anyhow::ensure!(key.starts_with("veil_"), "keys create printed no key");
+    Ok(key)
+}
+
+/// `veil-gateway serve` on a free loopback port in front of `backend`, with `database`,
+/// accepting the simulated TEE (development only); `extra` flags appended.
+///
+/// # Errors
+/// As [`Proc::start`].
+pub fn sim_gateway(backend: &str, database: &str, extra: &[&str]) -> anyhow::Result<Proc> {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        backend,
+        "--database",
+        database,
+        "--insecure-allow-sim",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&sibling("veil-gateway")?, &args)
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use veil_client::procs::{Proc, sibling};
+use veil_client::procs::{Proc, create_key, sibling, sim_enclave, sim_gateway};
 
 const CHAT_MODEL: &str = "SmolLM2-135M-Instruct";
 const EMB_MODEL: &str = "all-MiniLM-L6-v2";
@@ -72,47 +72,11 @@ impl Stack {
     fn start() -> Self {
         let dir = TempDir::new();
         let models = models_dir();
-        let enclave = start(
-            &bin("veil-enclave"),
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--tee",
-                "sim",
-                "--gpu",
-                "off",
-                "--models",
-                models.to_str().unwrap(),
-            ],
-        );
+        let enclave = sim_enclave(models.to_str().unwrap(), &[]).unwrap();
         let db = dir.0.join("ledger.db");
         let db = db.to_str().unwrap();
-        let out = run(Command::new(bin("veil-gateway")).args([
-            "keys",
-            "create",
-            "--database",
-            db,
-            "--name",
-            "t",
-        ]));
-        assert!(out.status.success(), "keys create: {out:?}");
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let api_key = stdout.lines().last().unwrap().trim().to_owned();
-        assert!(api_key.starts_with("veil_"), "{stdout}");
-        let gateway = start(
-            &bin("veil-gateway"),
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                enclave.url(),
-                "--database",
-                db,
-                "--insecure-allow-sim",
-            ],
-        );
+        let api_key = create_key(db, "t").unwrap();
+        let gateway = sim_gateway(enclave.url(), db, &[]).unwrap();
         Self {
             _dir: dir,
             enclave,
