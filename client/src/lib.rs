@@ -103,6 +103,8 @@ struct Trusted {
     backends: Vec<Arc<Backend>>,
     reports: Vec<BackendReport>,
     next: usize,
+    /// The gateway's ETag for the bundle list these were verified from.
+    etag: Option<String>,
 }
 
 /// Metadata the gateway routes and meters on, repeated inside the envelope.
@@ -232,9 +234,21 @@ impl Client {
     }
 
     async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
+        self.get_if(path, None).await.map(|(s, _, b)| (s, b))
+    }
+
+    /// A GET, conditional on `if_none_match`; returns status, ETag and body.
+    async fn get_if(
+        &self,
+        path: &str,
+        if_none_match: Option<&str>,
+    ) -> Result<(u16, Option<String>, Vec<u8>), ClientError> {
         let mut b = hyper::Request::get(format!("{}{path}", self.gateway));
         if let Some(k) = &self.api_key {
             b = b.header("authorization", format!("Bearer {}", k.as_str()));
+        }
+        if let Some(tag) = if_none_match {
+            b = b.header("if-none-match", tag);
         }
         let req = b
             .body(Full::new(Bytes::new()))
@@ -245,12 +259,40 @@ impl Client {
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
+        let etag = header_text(&resp, "etag");
         let body = Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?
             .to_bytes();
-        Ok((status, body.to_vec()))
+        Ok((status, etag, body.to_vec()))
+    }
+
+    /// Re-verifies when the gateway's bundle list has changed since the last
+    /// verification (a conditional GET: unchanged lists cost one round trip and no
+    /// verification). Returns whether it verified again. Without a previous
+    /// verification, attests.
+    ///
+    /// # Errors
+    /// As [`Client::attest`]; after a failure, nothing is trusted until a later call
+    /// succeeds.
+    pub async fn refresh(&self) -> Result<bool, ClientError> {
+        let etag = self
+            .trusted
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|t| t.etag.clone());
+        let Some(etag) = etag else {
+            self.attest().await?;
+            return Ok(true);
+        };
+        let (status, new_etag, body) = self.get_if("/v1/attestation", Some(&etag)).await?;
+        if status == 304 {
+            return Ok(false);
+        }
+        self.verify_list(status, new_etag, &body).await?;
+        Ok(true)
     }
 
     /// Fetches the gateway's bundles and verifies each against the policy; only those
@@ -259,11 +301,20 @@ impl Client {
     /// # Errors
     /// When the gateway cannot be reached or no backend passes.
     pub async fn attest(&self) -> Result<Vec<BackendReport>, ClientError> {
-        let (status, body) = self.get("/v1/attestation").await?;
+        let (status, etag, body) = self.get_if("/v1/attestation", None).await?;
+        self.verify_list(status, etag, &body).await
+    }
+
+    async fn verify_list(
+        &self,
+        status: u16,
+        etag: Option<String>,
+        body: &[u8],
+    ) -> Result<Vec<BackendReport>, ClientError> {
         if status != 200 {
-            return Err(outer_error(status, body, None));
+            return Err(outer_error(status, body.to_vec(), None));
         }
-        let v: Value = serde_json::from_slice(&body)
+        let v: Value = serde_json::from_slice(body)
             .map_err(|e| ClientError::Attestation(format!("not JSON: {e}")))?;
         let list = v["backends"]
             .as_array()
@@ -348,6 +399,7 @@ impl Client {
             backends,
             reports: reports.clone(),
             next: 0,
+            etag,
         });
         Ok(reports)
     }

@@ -155,6 +155,10 @@ enum Command {
         /// Listen on a non-loopback address (anyone who can reach it can use your key).
         #[arg(long)]
         allow_non_loopback: bool,
+        /// How often to ask the gateway whether its bundles changed (re-verifying when
+        /// they did), in seconds.
+        #[arg(long, env = "VEIL_RECHECK_SECONDS", default_value_t = 10)]
+        recheck_seconds: u64,
     },
     /// The gateway's health, the attestation of its backends, and the models offered.
     Status {
@@ -306,6 +310,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             conn,
             listen,
             allow_non_loopback,
+            recheck_seconds,
         } => {
             anyhow::ensure!(
                 listen.ip().is_loopback() || allow_non_loopback,
@@ -320,14 +325,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             let listener = tokio::net::TcpListener::bind(listen).await?;
             eprintln!("veil: proxy listening on http://{}", listener.local_addr()?);
+            // Re-verify whenever the gateway's bundle list changes (checked every
+            // --recheck-seconds with a conditional GET), and in full every 5 minutes so
+            // that evidence ageing past the policy's limit is noticed.
             let refresh = client.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+                let mut tick =
+                    tokio::time::interval(std::time::Duration::from_secs(recheck_seconds.max(1)));
                 tick.tick().await;
+                let mut last_full = std::time::Instant::now();
                 loop {
                     tick.tick().await;
-                    if let Err(e) = refresh.attest().await {
-                        tracing::warn!(error = %e, "re-attestation failed");
+                    let full = last_full.elapsed() >= std::time::Duration::from_secs(300);
+                    let result = if full {
+                        last_full = std::time::Instant::now();
+                        refresh.attest().await.map(|_| true)
+                    } else {
+                        refresh.refresh().await
+                    };
+                    match result {
+                        Ok(true) => eprintln!("veil: the gateway's bundles were verified again"),
+                        Ok(false) => {}
+                        Err(e) => eprintln!(
+                            "veil: re-attestation failed, refusing requests until it passes: {e}"
+                        ),
                     }
                 }
             });

@@ -70,13 +70,17 @@ struct Stack {
 
 impl Stack {
     fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    fn start_with(enclave_flags: &[&str], gateway_flags: &[&str]) -> Self {
         let dir = TempDir::new();
         let models = models_dir();
-        let enclave = sim_enclave(models.to_str().unwrap(), &[]).unwrap();
+        let enclave = sim_enclave(models.to_str().unwrap(), enclave_flags).unwrap();
         let db = dir.0.join("ledger.db");
         let db = db.to_str().unwrap();
         let api_key = create_key(db, "t").unwrap();
-        let gateway = sim_gateway(enclave.url(), db, &[]).unwrap();
+        let gateway = sim_gateway(enclave.url(), db, gateway_flags).unwrap();
         Self {
             _dir: dir,
             enclave,
@@ -473,4 +477,31 @@ fn config_is_private_and_status_uses_it() {
         text.contains("models: ") && text.contains(CHAT_MODEL),
         "{text}"
     );
+}
+
+#[test]
+fn the_proxy_verifies_again_when_the_bundles_change() {
+    // The enclave gathers fresh evidence every second, the gateway fetches it every
+    // second (a new ETag), and the proxy asks every second whether it changed.
+    let stack = Stack::start_with(
+        &["--refresh-seconds", "1"],
+        &["--refresh-interval-seconds", "1"],
+    );
+    let proxy = stack.proxy(&["--insecure-allow-sim", "--recheck-seconds", "1"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !proxy
+        .log_text()
+        .contains("the gateway's bundles were verified again")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never re-verified: {}",
+            proxy.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // And it still serves, with the new bundle.
+    let (status, body) = http_get(proxy.addr(), "/v1/models");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(CHAT_MODEL), "{body}");
 }

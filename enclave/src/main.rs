@@ -191,7 +191,7 @@ fn serve(args: Serve) -> anyhow::Result<()> {
             });
         }
         let refresher = enclave.clone();
-        let every = Duration::from_secs(args.refresh_seconds.max(60));
+        let every = Duration::from_secs(args.refresh_seconds.max(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
