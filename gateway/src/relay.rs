@@ -177,9 +177,12 @@ impl<W: ResponseWatcher + Unpin> Body for ResponseBody<W> {
                 if let Some(d) = frame.data_ref() {
                     this.bytes = this.bytes.saturating_add(d.len() as u64);
                 } else if let Some(t) = frame.trailers_ref()
-                    && let Some(w) = this.watcher.as_mut()
+                    && let Some(mut w) = this.watcher.take()
                 {
+                    // Trailers end the body: the server may drop it without polling again,
+                    // so the response is complete here.
                     w.trailers(t);
+                    w.finished(true, this.bytes);
                 }
                 if this.inner.is_end_stream()
                     && let Some(mut w) = this.watcher.take()

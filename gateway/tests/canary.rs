@@ -287,6 +287,17 @@ async fn no_canary_reaches_anything_the_gateway_sees() {
         "the gateway logged each request: {log}"
     );
     assert!(log.contains("TRACE"), "the gateway ran with trace logging");
+    // Every request ran to its end, streamed ones included (trailers end a body).
+    let done: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("veil_gateway::proxy: request "))
+        .collect();
+    assert_eq!(done.len(), requests, "{log}");
+    assert!(
+        done.iter()
+            .all(|l| l.contains("complete=true") && l.contains("status=200")),
+        "{done:#?}"
+    );
 
     // And no canary is in any of it.
     let mut leaks = Vec::new();
