@@ -86,7 +86,59 @@ pub enum Store {
     /// A SQLite file.
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
     /// A PostgreSQL server.
-    Postgres(Arc<tokio_postgres::Client>),
+    Postgres(Arc<Pg>),
+}
+
+/// A PostgreSQL connection that is made again when the server closed it (a restart, a
+/// failover, an idle timeout), instead of failing every request from then on.
+pub struct Pg {
+    url: String,
+    client: tokio::sync::Mutex<Arc<tokio_postgres::Client>>,
+}
+
+impl Pg {
+    async fn connect(url: &str) -> anyhow::Result<Arc<tokio_postgres::Client>> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .context("connecting to PostgreSQL")?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        Ok(Arc::new(client))
+    }
+
+    /// The live connection, made again if it was closed.
+    async fn client(&self) -> anyhow::Result<Arc<tokio_postgres::Client>> {
+        let mut c = self.client.lock().await;
+        if c.is_closed() {
+            *c = Self::connect(&self.url).await?;
+            tracing::warn!("reconnected to PostgreSQL");
+        }
+        Ok(Arc::clone(&c))
+    }
+
+    /// Runs an idempotent operation, once more on a fresh connection if the first attempt
+    /// found the connection closed.
+    async fn retry<T, F, Fut>(&self, f: F) -> anyhow::Result<T>
+    where
+        F: Fn(Arc<tokio_postgres::Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let c = self.client().await?;
+        match f(Arc::clone(&c)).await {
+            Err(e) if e.is_closed() || c.is_closed() => Ok(f(self.client().await?).await?),
+            other => Ok(other?),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.write_str("Pg")
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -175,16 +227,16 @@ impl Store {
                 Ok(Self::Sqlite(Arc::new(Mutex::new(conn))))
             }
             Url::Postgres(url) => {
-                let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .context("connecting to PostgreSQL")?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::error!(error = %e, "PostgreSQL connection ended");
-                    }
-                });
-                migrate_pg(&mut client).await?;
-                Ok(Self::Postgres(Arc::new(client)))
+                let mut client = Pg::connect(&url).await?;
+                migrate_pg(
+                    Arc::get_mut(&mut client)
+                        .ok_or_else(|| anyhow!("the new PostgreSQL connection is shared"))?,
+                )
+                .await?;
+                Ok(Self::Postgres(Arc::new(Pg {
+                    url,
+                    client: tokio::sync::Mutex::new(client),
+                })))
             }
         }
     }
@@ -229,8 +281,10 @@ impl Store {
                 .await
                 .context("a key with that name may already exist")?;
             }
-            Self::Postgres(c) => {
-                c.execute(sql, &[&name, &hash, &rpm, &tpm, &ms, &now])
+            Self::Postgres(p) => {
+                p.client()
+                    .await?
+                    .execute(sql, &[&name, &hash, &rpm, &tpm, &ms, &now])
                     .await
                     .context("a key with that name may already exist")?;
             }
@@ -253,7 +307,13 @@ impl Store {
                 })
                 .await?
             }
-            Self::Postgres(c) => match c.query_opt(&sql, &[&hash]).await? {
+            Self::Postgres(p) => match p
+                .retry(|c| {
+                    let (sql, hash) = (&sql, &hash);
+                    async move { c.query_opt(sql.as_str(), &[hash]).await }
+                })
+                .await?
+            {
                 Some(r) => Some(key_from_pg(&r)?),
                 None => None,
             },
@@ -274,8 +334,11 @@ impl Store {
                 })
                 .await
             }
-            Self::Postgres(c) => c
-                .query(&sql, &[])
+            Self::Postgres(p) => p
+                .retry(|c| {
+                    let sql = &sql;
+                    async move { c.query(sql.as_str(), &[]).await }
+                })
                 .await?
                 .iter()
                 .map(|r| key_from_pg(r).map_err(anyhow::Error::from))
@@ -295,7 +358,7 @@ impl Store {
                     .await
                     .map(|n| n as u64)?
             }
-            Self::Postgres(c) => c.execute(sql, &[&now, &name]).await?,
+            Self::Postgres(p) => p.client().await?.execute(sql, &[&now, &name]).await?,
         };
         Ok(n > 0)
     }
@@ -321,7 +384,12 @@ impl Store {
             })
             .await
             .map(|n| n as u64)?,
-            Self::Postgres(c) => c.execute(sql, &[&rpm, &tpm, &ms, &name]).await?,
+            Self::Postgres(p) => {
+                p.client()
+                    .await?
+                    .execute(sql, &[&rpm, &tpm, &ms, &name])
+                    .await?
+            }
         };
         Ok(n > 0)
     }
@@ -356,23 +424,29 @@ impl Store {
             })
             .await
             .map(|n| n as u64)?,
-            Self::Postgres(c) => {
-                c.execute(
-                    sql,
-                    &[
-                        &r.request_digest,
-                        &r.key_name,
-                        &r.model,
-                        &r.backend,
-                        &r.key_id,
-                        &r.prompt_tokens,
-                        &r.completion_tokens,
-                        &r.status,
-                        &r.started_at_ms,
-                        &r.finished_at_ms,
-                        &now,
-                    ],
-                )
+            Self::Postgres(p) => {
+                p.retry(|c| {
+                    let r = &r;
+                    async move {
+                        c.execute(
+                            sql,
+                            &[
+                                &r.request_digest,
+                                &r.key_name,
+                                &r.model,
+                                &r.backend,
+                                &r.key_id,
+                                &r.prompt_tokens,
+                                &r.completion_tokens,
+                                &r.status,
+                                &r.started_at_ms,
+                                &r.finished_at_ms,
+                                &now,
+                            ],
+                        )
+                        .await
+                    }
+                })
                 .await?
             }
         };
@@ -406,8 +480,8 @@ impl Store {
                 })
                 .await
             }
-            Self::Postgres(c) => {
-                let rows = c.query(sql, &[]).await?;
+            Self::Postgres(p) => {
+                let rows = p.retry(|c| async move { c.query(sql, &[]).await }).await?;
                 rows.iter()
                     .map(|r| {
                         Ok(UsageRow {

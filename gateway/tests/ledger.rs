@@ -47,16 +47,37 @@ async fn exercise(url: &str) {
     a.create_key("alice", &alice.hash(), Some(60), Some(10_000), Some(4))
         .await
         .unwrap();
-    b.create_key("bob", &bob.hash(), None, None, None).await.unwrap();
-    assert!(a.create_key("alice", &hash_key("veil_other"), None, None, None).await.is_err());
-    assert!(a.create_key("carol", &alice.hash(), None, None, None).await.is_err());
+    b.create_key("bob", &bob.hash(), None, None, None)
+        .await
+        .unwrap();
+    assert!(
+        a.create_key("alice", &hash_key("veil_other"), None, None, None)
+            .await
+            .is_err()
+    );
+    assert!(
+        a.create_key("carol", &alice.hash(), None, None, None)
+            .await
+            .is_err()
+    );
     let k = b.active_key_by_hash(&alice.hash()).await.unwrap().unwrap();
     assert_eq!(
-        (k.name.as_str(), k.rpm, k.tpm, k.max_streams, k.revoked_at_ms),
+        (
+            k.name.as_str(),
+            k.rpm,
+            k.tpm,
+            k.max_streams,
+            k.revoked_at_ms
+        ),
         ("alice", Some(60), Some(10_000), Some(4), None)
     );
     assert_ne!(k.key_hash, alice.secret());
-    assert!(a.active_key_by_hash(&hash_key("veil_unknown")).await.unwrap().is_none());
+    assert!(
+        a.active_key_by_hash(&hash_key("veil_unknown"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Limits change; unknown names are said to be unknown.
     assert!(b.set_limits("alice", Some(5), None, Some(2)).await.unwrap());
@@ -76,15 +97,38 @@ async fn exercise(url: &str) {
     assert!(keys[1].revoked_at_ms.is_some() && keys[0].revoked_at_ms.is_none());
 
     // The ledger: idempotent on the request digest, across replicas.
-    assert!(a.record(&row(&digest(0), "alice", "m1", T0, 10, 5)).await.unwrap());
-    assert!(!b.record(&row(&digest(0), "alice", "m1", T0, 999, 999)).await.unwrap());
-    assert!(a.record(&row(&digest(1), "alice", "m1", T0 + HOUR, 20, 6)).await.unwrap());
-    assert!(b.record(&row(&digest(2), "alice", "m2", T0 + DAY, 30, 7)).await.unwrap());
-    assert!(a.record(&row(&digest(3), "bob", "m1", T0 + 40 * DAY, 40, 8)).await.unwrap());
+    assert!(
+        a.record(&row(&digest(0), "alice", "m1", T0, 10, 5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.record(&row(&digest(0), "alice", "m1", T0, 999, 999))
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.record(&row(&digest(1), "alice", "m1", T0 + HOUR, 20, 6))
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.record(&row(&digest(2), "alice", "m2", T0 + DAY, 30, 7))
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.record(&row(&digest(3), "bob", "m1", T0 + 40 * DAY, 40, 8))
+            .await
+            .unwrap()
+    );
     let rows = b.usage_rows().await.unwrap();
     assert_eq!(rows.len(), 4);
     assert_eq!(rows[0], row(&digest(0), "alice", "m1", T0, 10, 5));
-    assert!(rows.windows(2).all(|w| w[0].started_at_ms <= w[1].started_at_ms));
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0].started_at_ms <= w[1].started_at_ms)
+    );
 
     let by = |p| {
         aggregate(&rows, p)
@@ -169,4 +213,68 @@ async fn ledger_and_keys_on_sqlite() {
 async fn ledger_and_keys_on_postgresql() {
     let url = fresh_postgres_database("ledger").await;
     exercise(&url).await;
+}
+
+/// A gateway outlives its PostgreSQL connection: when the server ends it (a restart, a
+/// failover, an administrator), the next operation connects again instead of failing,
+/// and a receipt being recorded at that moment is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_connections_are_made_again() {
+    let url = fresh_postgres_database("reconnect").await;
+    let store = Store::open(&url).await.unwrap();
+    let key = NewKey::generate().unwrap();
+    store
+        .create_key("k", &key.hash(), None, None, None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record(&row(&digest(1), "k", "m", T0, 1, 1))
+            .await
+            .unwrap()
+    );
+
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let terminate = || async {
+        let rows = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(!rows.is_empty(), "no session to end");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+
+    terminate().await;
+    assert!(
+        store
+            .record(&row(&digest(2), "k", "m", T0, 1, 1))
+            .await
+            .unwrap()
+    );
+    terminate().await;
+    assert!(
+        store
+            .active_key_by_hash(&key.hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    terminate().await;
+    assert_eq!(store.usage_rows().await.unwrap().len(), 2);
+    terminate().await;
+    assert!(store.revoke_key("k").await.unwrap());
+    assert!(
+        store
+            .active_key_by_hash(&key.hash())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
