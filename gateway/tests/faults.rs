@@ -129,12 +129,12 @@ async fn mitm(State(m): State<Mitm>, req: Request<Body>) -> Response<Body> {
     if path != "/ohttp" {
         return Response::from_parts(parts, Body::new(incoming));
     }
-    if let Some(r) = parts.headers.remove("veil-receipt") {
-        if let Some(new) = m.rewrite(r.to_str().unwrap()) {
-            parts
-                .headers
-                .insert("veil-receipt", HeaderValue::from_str(&new).unwrap());
-        }
+    if let Some(r) = parts.headers.remove("veil-receipt")
+        && let Some(new) = m.rewrite(r.to_str().unwrap())
+    {
+        parts
+            .headers
+            .insert("veil-receipt", HeaderValue::from_str(&new).unwrap());
     }
     let m2 = m.clone();
     let body = incoming.map_frame(move |f| match f.into_trailers() {
@@ -529,4 +529,3 @@ async fn a_revoked_key_is_refused_at_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(ledger(&db).await.len(), 2);
 }
-

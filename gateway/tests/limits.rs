@@ -38,11 +38,10 @@ async fn burst(gateway: std::net::SocketAddr, sealer: &Sealer, key: &str) -> Out
     for _ in 0..BURST {
         let stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        let (send, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(
-            stream,
-        ))
-        .await
-        .unwrap();
+        let (send, conn) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                .await
+                .unwrap();
         tokio::spawn(conn);
         senders.push(send);
     }
@@ -57,7 +56,13 @@ async fn burst(gateway: std::net::SocketAddr, sealer: &Sealer, key: &str) -> Out
             let at = start.elapsed();
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec();
             (status, headers, body, at)
         })
     });
@@ -143,21 +148,35 @@ async fn exact_limits_and_ledger(database: &str, enclave: &Proc) {
     }
 
     // The ledger: exactly these receipts, and its totals are their sums.
-    eventually(Duration::from_secs(30), "the ledger to hold every receipt", || async {
-        ledger(database).await.len() >= RPM
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the ledger to hold every receipt",
+        || async { ledger(database).await.len() >= RPM },
+    )
     .await;
     let rows = ledger(database).await;
     assert_eq!(rows.len(), RPM);
     let billed: BTreeSet<String> = rows.iter().map(|r| r.request_digest.clone()).collect();
-    let sent: BTreeSet<String> = receipts.iter().map(|r| r.request_digest.to_string()).collect();
+    let sent: BTreeSet<String> = receipts
+        .iter()
+        .map(|r| r.request_digest.to_string())
+        .collect();
     assert_eq!(billed, sent);
-    assert!(rows.iter().all(|r| r.key_name == "burst" && r.model == EMBED_MODEL));
+    assert!(
+        rows.iter()
+            .all(|r| r.key_name == "burst" && r.model == EMBED_MODEL)
+    );
     let prompt: u64 = receipts.iter().map(|r| r.prompt_tokens).sum();
     let completion: u64 = receipts.iter().map(|r| r.completion_tokens).sum();
-    let usage: Value =
-        serde_json::from_str(&gateway_cli(&["usage", "--database", database, "--json", "--period", "month"]))
-            .unwrap();
+    let usage: Value = serde_json::from_str(&gateway_cli(&[
+        "usage",
+        "--database",
+        database,
+        "--json",
+        "--period",
+        "month",
+    ]))
+    .unwrap();
     let totals = usage.as_array().unwrap();
     assert_eq!(totals.len(), 1, "{usage}");
     assert_eq!(totals[0]["requests"], RPM as u64);
@@ -170,7 +189,10 @@ async fn exact_limits_and_ledger(database: &str, enclave: &Proc) {
         metric(&text, "veil_gateway_rate_limited_total", &["key=\"burst\""]),
         (BURST - RPM) as f64
     );
-    assert_eq!(metric(&text, "veil_gateway_receipts_recorded_total", &[]), RPM as f64);
+    assert_eq!(
+        metric(&text, "veil_gateway_receipts_recorded_total", &[]),
+        RPM as f64
+    );
     assert_eq!(metric(&text, "veil_gateway_backend_faults_total", &[]), 0.0);
 }
 

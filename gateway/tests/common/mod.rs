@@ -244,11 +244,14 @@ pub async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = boo
 
 // ---------------------------------------------------------------- recording TCP hop
 
+/// The bytes of one connection in one direction, as they pass.
+pub type Stream = Arc<Mutex<Vec<u8>>>;
+
 /// A TCP forwarder that records every byte in both directions, per connection.
 pub struct Recorder {
     pub addr: SocketAddr,
     /// One entry per connection and direction: (`"up"`/`"down"`, bytes).
-    pub streams: Arc<Mutex<Vec<(&'static str, Arc<Mutex<Vec<u8>>>)>>>,
+    pub streams: Arc<Mutex<Vec<(&'static str, Stream)>>>,
 }
 
 impl Recorder {
@@ -256,7 +259,7 @@ impl Recorder {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let streams: Arc<Mutex<Vec<(&'static str, Arc<Mutex<Vec<u8>>>)>>> = Arc::default();
+        let streams: Arc<Mutex<Vec<(&'static str, Stream)>>> = Arc::default();
         let s2 = streams.clone();
         tokio::spawn(async move {
             loop {
