@@ -523,6 +523,46 @@ fn concurrent_requests_keep_their_own_caches() {
 }
 
 #[test]
+fn cpu_pass_does_not_depend_on_the_thread_count() {
+    // Every value is computed by one thread in a fixed order whatever the team size
+    // (matmuls split by output rows, attention by heads), so the logits are identical
+    // bit for bit, and greedy decoding cannot depend on the machine's core count.
+    let reference = reference("llama_cpp_greedy.json");
+    let case = &reference["cases"][2];
+    let prompt = ids(&case["prompt_token_ids"]);
+    let generated = ids(&case["generated_token_ids"]);
+    let logits = |threads: usize| {
+        let model = LlamaChat::load(
+            &gguf_path(),
+            &ChatOptions {
+                backend: BackendChoice::Cpu,
+                threads: Some(threads),
+                ..ChatOptions::default()
+            },
+        )
+        .unwrap();
+        let mut s = model.session().unwrap();
+        s.feed(&prompt).unwrap();
+        let mut all = s.logits().unwrap();
+        for &t in generated.iter().take(3) {
+            s.feed(&[t]).unwrap();
+            all.extend(s.logits().unwrap());
+        }
+        all
+    };
+    let one = logits(1);
+    for threads in [2, 3] {
+        let other = logits(threads);
+        assert!(
+            one.iter()
+                .zip(&other)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{threads} threads"
+        );
+    }
+}
+
+#[test]
 fn load_dir_finds_both_models_with_digests() {
     let dir = require(models_dir());
     let loaded = load_dir(&dir).unwrap();

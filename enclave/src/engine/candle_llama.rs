@@ -149,6 +149,11 @@ fn rope_tables(p: &LlamaParams, device: &Device) -> candle_core::Result<(Tensor,
     Ok((cos, sin))
 }
 
+/// `x` rounded to f16 precision (kept in f32).
+fn f16_rounded(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.to_dtype(DType::F16)?.to_dtype(DType::F32)
+}
+
 /// One request's state: the KV cache of every layer and the last logits.
 struct CandleSession<'a> {
     model: &'a CandleLlama,
@@ -219,8 +224,11 @@ impl CandleSession<'_> {
                 .reshape((1, seq, p.n_kv_head, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+            // llama.cpp keeps K and V in an f16 cache and multiplies them with the
+            // query and the attention weights rounded to f16: round the same values.
+            let q = f16_rounded(&candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?)?;
+            let k = f16_rounded(&candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)?;
+            let v = f16_rounded(&v)?;
             let (k, v) = match cache.take() {
                 Some((kc, vc)) => (Tensor::cat(&[&kc, &k], 2)?, Tensor::cat(&[&vc, &v], 2)?),
                 None => (k, v),
@@ -239,7 +247,7 @@ impl CandleSession<'_> {
                 }
                 None => att,
             };
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let att = f16_rounded(&candle_nn::ops::softmax_last_dim(&att)?)?;
             let y = att
                 .matmul(&v)?
                 .transpose(1, 2)?
