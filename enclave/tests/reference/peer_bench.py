@@ -16,7 +16,10 @@ One warm-up pass, then the median of RUNS passes.
 
 Prints a human summary, or with --json exactly one JSON object on stdout.
 
-Usage: peer_bench.py [--model-dir DIR] [--threads N] [--json]
+With --inputs, prints only the workload (prompt text, token counts, the 32 chunks) as one
+JSON object, so that veil's own bench (enclave/benches/engine.rs) measures the same.
+
+Usage: peer_bench.py [--model-dir DIR] [--threads N] [--json | --inputs]
 """
 
 import argparse
@@ -254,8 +257,17 @@ def main():
     ap.add_argument("--model-dir", default=common.DEFAULT_MODEL_DIR)
     ap.add_argument("--threads", type=int, default=2, help="torch threads; llama.cpp runs at 1 and at this count")
     ap.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    ap.add_argument("--inputs", action="store_true", help="print the workload as JSON and exit")
     ap.add_argument("--part", choices=["llama", "st"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.inputs:
+        print(json.dumps({
+            "prompt_text": PROMPT_TEXT, "prompt_tokens": PROMPT_TOKENS,
+            "decode_tokens": DECODE_TOKENS, "rag_chunks": RAG_CHUNKS,
+            "runs_max": RUNS, "min_runs": MIN_RUNS,
+            "soft_budget_s": SOFT_BUDGET_S, "hard_budget_s": HARD_BUDGET_S,
+        }))
+        return
     if args.threads < 1:
         ap.error("--threads must be >= 1")
     args.model_dir = os.path.abspath(args.model_dir)

@@ -3,8 +3,9 @@
 //! barrier (double-buffered so that writing step k+1 never waits for readers of step k).
 
 use std::ops::Range;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::Duration;
 
 /// A thread of the team failed (panicked); the pass is abandoned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,14 +14,22 @@ pub struct Poisoned;
 /// Spins this many times before yielding the CPU while waiting.
 const SPINS_BEFORE_YIELD: u32 = 4096;
 
-/// A reusable barrier that spins (then yields) instead of sleeping: the steps it
-/// separates take microseconds, far less than a sleep and wake-up.
+/// Yields this many times before sleeping on the condition variable.
+const YIELDS_BEFORE_SLEEP: u32 = 64;
+
+/// A reusable barrier that spins, then yields, and only then sleeps: the steps it
+/// separates take microseconds, far less than a sleep and wake-up, so on an idle machine
+/// nobody sleeps; on a machine with more runnable threads than cores (other teams, other
+/// processes) a waiter whose peer was descheduled stops burning the core that peer needs.
 #[derive(Debug)]
 pub struct SpinBarrier {
     n: usize,
     arrived: AtomicUsize,
     generation: AtomicUsize,
     poisoned: AtomicBool,
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
 }
 
 impl SpinBarrier {
@@ -31,6 +40,21 @@ impl SpinBarrier {
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
             poisoned: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }
+    }
+
+    fn wake_sleepers(&self) {
+        // SeqCst pairs with the sleeper's increment-then-check: either it sees the
+        // new generation (or the poison) or this sees it registered.
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = self
+                .lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.wake.notify_all();
         }
     }
 
@@ -45,10 +69,12 @@ impl SpinBarrier {
         let generation = self.generation.load(Ordering::Acquire);
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
             self.arrived.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.wake_sleepers();
             return Ok(());
         }
         let mut spins = 0u32;
+        let mut yields = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
             if self.poisoned.load(Ordering::Relaxed) {
                 return Err(Poisoned);
@@ -56,8 +82,26 @@ impl SpinBarrier {
             if spins < SPINS_BEFORE_YIELD {
                 std::hint::spin_loop();
                 spins += 1;
-            } else {
+            } else if yields < YIELDS_BEFORE_SLEEP {
                 std::thread::yield_now();
+                yields += 1;
+            } else {
+                let guard = self
+                    .lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.sleepers.fetch_add(1, Ordering::SeqCst);
+                if self.generation.load(Ordering::SeqCst) == generation
+                    && !self.poisoned.load(Ordering::SeqCst)
+                {
+                    // The timeout only bounds the cost of a lost wake-up, which the
+                    // SeqCst pairing rules out.
+                    let _ = self
+                        .wake
+                        .wait_timeout(guard, Duration::from_millis(5))
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
         }
         Ok(())
@@ -65,7 +109,8 @@ impl SpinBarrier {
 
     /// Marks the team as failed: every waiter returns [`Poisoned`].
     pub fn poison(&self) {
-        self.poisoned.store(true, Ordering::Relaxed);
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.wake_sleepers();
     }
 
     /// Resets after a failed pass.
