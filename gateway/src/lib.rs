@@ -126,6 +126,10 @@ pub async fn serve(
     });
     let addr: SocketAddr = listener.local_addr()?;
     eprintln!("veil-gateway: listening on http://{addr}");
+    // A relay writes each frame as it comes: no Nagle delay on the way back to clients.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, routes::router(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -300,12 +300,21 @@ impl Store {
         );
         let found = match self {
             Self::Sqlite(c) => {
-                Self::sqlite(c, move |c| {
-                    let mut st = c.prepare_cached(&sql)?;
-                    let mut rows = st.query_map([hash], key_from_sqlite)?;
-                    rows.next().transpose()
-                })
-                .await?
+                // On the hot path of every request: an indexed read of a cached page takes
+                // microseconds, less than handing it to the blocking pool and back; do it
+                // here when the connection is free, on the pool when a write holds it.
+                if let Ok(conn) = c.try_lock() {
+                    let mut st = conn.prepare_cached(&sql)?;
+                    let mut rows = st.query_map([&hash], key_from_sqlite)?;
+                    rows.next().transpose()?
+                } else {
+                    Self::sqlite(c, move |c| {
+                        let mut st = c.prepare_cached(&sql)?;
+                        let mut rows = st.query_map([hash], key_from_sqlite)?;
+                        rows.next().transpose()
+                    })
+                    .await?
+                }
             }
             Self::Postgres(p) => match p
                 .retry(|c| {
