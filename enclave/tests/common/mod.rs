@@ -217,7 +217,11 @@ pub async fn post_streaming(url: &str, headers: &[(&str, &str)], body: Vec<u8>) 
                 Ok(f) => match f.into_data() {
                     Ok(d) => {
                         raw2.lock().unwrap().extend_from_slice(&d);
-                        let _ = tx.send(Ok(d));
+                        if tx.send(Ok(d)).is_err() {
+                            // The reader was dropped: drop the body too, which closes
+                            // the connection, as a client that goes away does.
+                            return;
+                        }
                     }
                     Err(f) => {
                         if let Ok(t) = f.into_trailers() {
