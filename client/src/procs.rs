@@ -47,7 +47,7 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 
 impl Proc {
     /// Starts `program ARGS…` and waits up to five minutes for its
-    /// `listening on http://ADDR` line.
+    /// `listening on http://ADDR` (or `https://ADDR`) line.
     ///
     /// # Errors
     /// When it cannot start, exits first, or does not announce an address in time.
@@ -87,7 +87,10 @@ impl Proc {
         };
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            if let Some(url) = proc.announced("listening on http://") {
+            if let Some(url) = proc
+                .announced("listening on https://")
+                .or_else(|| proc.announced("listening on http://"))
+            {
                 proc.url = url;
                 return Ok(proc);
             }
@@ -105,19 +108,25 @@ impl Proc {
     }
 
     /// `http://ADDR` from the first line holding `marker` followed by an address
-    /// (`listening on http://`, `PLAINTEXT on http://`).
+    /// (`listening on http://`, `PLAINTEXT on http://`); `https://ADDR` when the marker
+    /// ends in `https://` (`listening on https://`).
     #[must_use]
     pub fn announced(&self, marker: &str) -> Option<String> {
+        let scheme = if marker.ends_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
         let log = self.log.lock().ok()?;
         log.iter().find_map(|line| {
             line.split_once(marker)
                 .and_then(|(_, rest)| rest.split_whitespace().next())
                 .filter(|a| a.parse::<std::net::SocketAddr>().is_ok())
-                .map(|a| format!("http://{a}"))
+                .map(|a| format!("{scheme}://{a}"))
         })
     }
 
-    /// The base URL it listens on, `http://ADDR`.
+    /// The base URL it listens on, `http://ADDR` or `https://ADDR`.
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
@@ -127,7 +136,9 @@ impl Proc {
     #[must_use]
     pub fn addr(&self) -> std::net::SocketAddr {
         self.url
-            .trim_start_matches("http://")
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))
+            .unwrap_or(&self.url)
             .parse()
             .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
     }

@@ -2,7 +2,8 @@
 //! routing to verified backends and metering from signed receipts, without plaintext.
 //!
 //! Layers: `routes`/`proxy` (HTTP, thin), `auth`, `limits`, `store` (keys and the ledger),
-//! `backends` (verification and the routing table), `relay` (streamed bodies).
+//! `backends` (verification and the routing table), `relay` (streamed bodies), `tls`
+//! (HTTPS with rustls).
 
 pub mod auth;
 pub mod backends;
@@ -13,6 +14,7 @@ pub mod proxy;
 pub mod relay;
 pub mod routes;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -111,12 +113,23 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<Arc<AppState>> {
     }))
 }
 
-/// Serves on `listener` until the process ends: verifies backends first, then keeps
+/// Serves plain HTTP on `listener` until Ctrl-C: verifies backends first, then keeps
 /// re-verifying them every interval.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     refresh_interval: Duration,
+) -> anyhow::Result<()> {
+    serve_with(state, listener, refresh_interval, None).await
+}
+
+/// As [`serve`], over TLS when `tls` is given (HTTP/1.1 and HTTP/2 by ALPN); prints
+/// `listening on https://ADDR` then, `listening on http://ADDR` otherwise.
+pub async fn serve_with(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    refresh_interval: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
     state.registry.refresh().await;
     let registry = Arc::clone(&state.registry);
@@ -125,6 +138,10 @@ pub async fn serve(
         registry.run(refresh_interval).await;
     });
     let addr: SocketAddr = listener.local_addr()?;
+    if let Some(config) = tls {
+        eprintln!("veil-gateway: listening on https://{addr}");
+        return tls::serve_tls(listener, config, routes::router(state)).await;
+    }
     eprintln!("veil-gateway: listening on http://{addr}");
     // A relay writes each frame as it comes: no Nagle delay on the way back to clients.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

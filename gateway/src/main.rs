@@ -10,7 +10,7 @@ use serde::Deserialize;
 use veil_attestation::verify::Policy;
 use veil_gateway::auth::NewKey;
 use veil_gateway::store::{Period, Store, aggregate};
-use veil_gateway::{Settings, build_state, routes::valid_key_name, serve};
+use veil_gateway::{Settings, build_state, routes::valid_key_name, serve_with, tls};
 
 const DEFAULT_DATABASE: &str = "veil-gateway.db";
 
@@ -50,11 +50,11 @@ enum Command {
 struct ServeArgs {
     /// A TOML file with any of: listen, backends, database, admin_token, policy (a table of
     /// the attestation policy), insecure_allow_sim, refresh_interval_seconds, max_body_bytes,
-    /// max_streams_per_key. Flags and environment variables override it.
+    /// max_streams_per_key, tls_cert, tls_key. Flags and environment variables override it.
     #[arg(long, env = "VEIL_GATEWAY_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on (port 0 picks one; the bound address is printed on stderr as
-    /// `listening on http://ADDR`). [default: 127.0.0.1:8080]
+    /// `listening on http://ADDR`, or `https://ADDR` with TLS). [default: 127.0.0.1:8080]
     #[arg(long, env = "VEIL_GATEWAY_LISTEN")]
     listen: Option<String>,
     /// An enclave's base URL (repeat for several; comma-separated in the environment).
@@ -84,6 +84,14 @@ struct ServeArgs {
     /// Concurrent requests per key for keys without their own limit. [default: 16]
     #[arg(long, env = "VEIL_MAX_STREAMS_PER_KEY")]
     max_streams_per_key: Option<u32>,
+    /// Serve HTTPS (rustls; TLS 1.2 and 1.3; HTTP/1.1 and HTTP/2 by ALPN) with this PEM
+    /// certificate chain, leaf first. Needs --tls-key. Without both, plain HTTP (for local
+    /// use, or behind a TLS terminator).
+    #[arg(long, env = "VEIL_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "VEIL_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +108,8 @@ struct FileConfig {
     refresh_interval_seconds: Option<u64>,
     max_body_bytes: Option<u64>,
     max_streams_per_key: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +230,10 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("parsing {}", p.display()))?,
         None => FileConfig::default(),
     };
+    // TLS first: a broken certificate or key is refused before anything starts.
+    let tls_cert = args.tls_cert.or(file.tls_cert);
+    let tls_key = args.tls_key.or(file.tls_key);
+    let tls = tls::server_config(tls_cert.as_deref(), tls_key.as_deref())?;
     let mut policy = match &args.policy {
         Some(p) => toml::from_str::<Policy>(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -276,7 +290,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    serve(state, listener, settings.refresh_interval).await
+    serve_with(state, listener, settings.refresh_interval, tls).await
 }
 
 async fn keys_command(command: KeysCommand) -> anyhow::Result<()> {

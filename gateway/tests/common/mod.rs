@@ -102,6 +102,8 @@ impl Drop for TempDir {
 pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
+    /// `https` when it announced `listening on https://`, else `http`.
+    pub scheme: &'static str,
     pub log: Arc<Mutex<Vec<String>>>,
     pub what: String,
 }
@@ -114,7 +116,7 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` and waits until it prints `listening on http://ADDR`.
+    /// Spawns `cmd` and waits until it prints `listening on http://ADDR` (or `https://`).
     pub fn spawn(mut cmd: Command, what: &str) -> Self {
         let mut child = cmd
             .stdin(Stdio::null())
@@ -140,14 +142,23 @@ impl Proc {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let found = log.lock().unwrap().iter().find_map(|l| {
-                l.split_once("listening on http://")
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
+                [
+                    ("https", "listening on https://"),
+                    ("http", "listening on http://"),
+                ]
+                .into_iter()
+                .find_map(|(scheme, marker)| {
+                    l.split_once(marker)
+                        .and_then(|(_, rest)| rest.split_whitespace().next())
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                        .map(|a| (scheme, a))
+                })
             });
-            if let Some(addr) = found {
+            if let Some((scheme, addr)) = found {
                 return Self {
                     child,
                     addr,
+                    scheme,
                     log,
                     what: what.to_owned(),
                 };
@@ -166,7 +177,7 @@ impl Proc {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn log_text(&self) -> String {
