@@ -14,9 +14,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, mpsc};
@@ -67,6 +71,102 @@ pub enum ClientError {
     /// The enclave's receipt is missing, does not verify, or does not match the request.
     #[error("receipt: {0}")]
     Receipt(String),
+}
+
+/// Why the trust anchors for an `https://` gateway could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The CA file is not PEM.
+    #[error("the CA certificates are not valid PEM: {0}")]
+    Pem(String),
+    /// The CA file holds no certificate.
+    #[error("the CA file holds no CERTIFICATE section")]
+    NoCertificate,
+    /// A CA certificate cannot serve as a trust anchor.
+    #[error("a CA certificate is not usable as a trust anchor: {0}")]
+    BadCertificate(String),
+    /// Neither the system nor the caller provided a root certificate.
+    #[error(
+        "no trusted root certificates: the system store has none (install the ca-certificates package or set SSL_CERT_FILE) and no CA file was given"
+    )]
+    NoRoots,
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The roots a client trusts for an `https://` gateway: the system's (the platform store,
+/// or `SSL_CERT_FILE` / `SSL_CERT_DIR`), plus the CA certificates in `extra_ca_pem` (a
+/// private CA). Verification is never turned off: a gateway whose certificate does not
+/// chain to one of these, or does not name the host, is refused.
+///
+/// # Errors
+/// When `extra_ca_pem` is not PEM or holds no usable certificate, or no root is left.
+pub fn tls_roots(extra_ca_pem: Option<&[u8]>) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    // Unreadable system certificates are skipped; only an empty store is an error.
+    let system = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(system.certs);
+    if let Some(pem) = extra_ca_pem {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Pem(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(TlsError::NoCertificate);
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoRoots);
+    }
+    Ok(roots)
+}
+
+/// The connector: TLS (rustls on `ring`, HTTP/1.1 by ALPN) for `https://` gateways, which
+/// never falls back to plain HTTP; plain TCP for `http://` ones.
+fn connector(https: bool, roots: RootCertStore) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsError::Config(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
+    let builder = if https {
+        builder.https_only()
+    } else {
+        builder.https_or_http()
+    };
+    Ok(builder.enable_http1().wrap_connector(http))
+}
+
+/// A transport error's message with its causes (e.g. why a certificate was refused).
+fn transport(e: &(dyn std::error::Error + 'static)) -> ClientError {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let m = s.to_string();
+        if !message.contains(&m) {
+            message.push_str(": ");
+            message.push_str(&m);
+        }
+        source = s.source();
+    }
+    if message.contains("invalid peer certificate") {
+        message.push_str(
+            " (the gateway's certificate is not trusted; for a private CA, give its certificate: veil --ca-cert FILE or VEIL_CA_CERT)",
+        );
+    }
+    ClientError::Transport(message)
 }
 
 /// One backend's verification outcome.
@@ -161,7 +261,7 @@ pub struct Client {
     gateway: String,
     api_key: Option<Zeroizing<String>>,
     policy: Policy,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     trusted: Mutex<Option<Trusted>>,
 }
 
@@ -189,24 +289,58 @@ fn outer_error(status: u16, body: Vec<u8>, retry_after: Option<String>) -> Clien
 }
 
 impl Client {
-    /// A client for `gateway` (`http://host:port`), authenticating with `api_key`.
+    /// A client for `gateway` (`https://host[:port]`, or `http://host:port` for local use
+    /// or a gateway behind a terminator on the same host), authenticating with `api_key`.
+    /// An `https://` gateway must present a certificate that chains to the system's roots.
     ///
     /// # Errors
-    /// When the URL is not `http://`.
+    /// When the URL is neither `https://` nor `http://` with a host, or the system has no
+    /// root certificates for an `https://` gateway.
     pub fn new(
         gateway: &str,
         api_key: Option<String>,
         policy: Policy,
     ) -> Result<Self, ClientError> {
+        Self::with_roots(gateway, api_key, policy, None)
+    }
+
+    /// As [`Client::new`], trusting `roots` (from [`tls_roots`], e.g. with a private CA)
+    /// for an `https://` gateway instead of the system's roots alone.
+    ///
+    /// # Errors
+    /// As [`Client::new`].
+    pub fn with_roots(
+        gateway: &str,
+        api_key: Option<String>,
+        policy: Policy,
+        roots: Option<RootCertStore>,
+    ) -> Result<Self, ClientError> {
         let gateway = gateway.trim_end_matches('/').to_owned();
-        if !gateway.starts_with("http://") {
-            return Err(ClientError::Transport(
-                "the gateway URL must be http:// (TLS to the gateway arrives later; requests are sealed either way)".into(),
-            ));
+        let uri: hyper::Uri = gateway
+            .parse()
+            .map_err(|e| ClientError::Transport(format!("the gateway URL {gateway:?}: {e}")))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(ClientError::Transport(format!(
+                    "the gateway URL {gateway:?} must start with https:// (or http:// for local use); requests are sealed either way"
+                )));
+            }
+        };
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(ClientError::Transport(format!(
+                "the gateway URL {gateway:?} has no host"
+            )));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        connector.set_nodelay(true);
+        let tls_error = |e: TlsError| ClientError::Transport(format!("TLS setup: {e}"));
+        let roots = match roots {
+            Some(r) => r,
+            // Plain HTTP needs no roots; do not read the system store for it.
+            None if !https => RootCertStore::empty(),
+            None => tls_roots(None).map_err(tls_error)?,
+        };
+        let connector = connector(https, roots).map_err(tls_error)?;
         Ok(Self {
             gateway,
             api_key: api_key.map(Zeroizing::new),
@@ -253,11 +387,7 @@ impl Client {
         let req = b
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = self.http.request(req).await.map_err(|e| transport(&e))?;
         let status = resp.status().as_u16();
         let etag = header_text(&resp, "etag");
         let body = Limited::new(resp.into_body(), MAX_RESPONSE)
@@ -460,10 +590,7 @@ impl Client {
             .header("content-type", content_type)
             .body(Full::new(Bytes::from(sealed)))
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-        self.http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))
+        self.http.request(req).await.map_err(|e| transport(&e))
     }
 
     async fn send_once(&self, request: &Request, meta: &OuterMeta) -> Result<Reply, ClientError> {
@@ -677,5 +804,45 @@ pub fn meta_of(body: &Value) -> OuterMeta {
             .as_u64()
             .or_else(|| body["max_tokens"].as_u64()),
         stream: body["stream"].as_bool().unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_urls_are_https_or_http_with_a_host() {
+        for bad in ["ftp://127.0.0.1:9", "127.0.0.1:9", "https://", "gateway"] {
+            assert!(
+                matches!(
+                    Client::new(bad, None, Policy::default()),
+                    Err(ClientError::Transport(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(Client::new("http://127.0.0.1:9/", None, Policy::default()).is_ok());
+        let private = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let roots = tls_roots(Some(private.cert.pem().as_bytes())).unwrap();
+        assert!(
+            Client::with_roots("https://localhost:9", None, Policy::default(), Some(roots)).is_ok()
+        );
+    }
+
+    #[test]
+    fn ca_files_must_hold_certificates() {
+        assert!(matches!(
+            tls_roots(Some(b"not PEM at all\n")),
+            Err(TlsError::NoCertificate)
+        ));
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        assert!(matches!(
+            tls_roots(Some(key.as_bytes())),
+            Err(TlsError::NoCertificate)
+        ));
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        assert!(tls_roots(Some(broken.as_bytes())).is_err());
     }
 }

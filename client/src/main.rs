@@ -39,6 +39,10 @@ struct Conn {
     /// Accept the SIMULATED TEE (development only: it protects nothing).
     #[arg(long)]
     insecure_allow_sim: bool,
+    /// CA certificates (PEM) to trust for an https:// gateway, beside the system's roots:
+    /// for a gateway with a certificate from a private CA. Certificates are always verified.
+    #[arg(long, env = "VEIL_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl Conn {
@@ -70,7 +74,18 @@ impl Conn {
                 "veil: WARNING: the policy accepts the SIMULATED TEE: nothing protects your data there"
             );
         }
-        Ok(Client::new(&gateway, api_key, policy)?)
+        let roots = match &self.ca_cert {
+            Some(p) => {
+                let pem = std::fs::read(p)
+                    .with_context(|| format!("reading the CA certificates {}", p.display()))?;
+                Some(
+                    veil_client::tls_roots(Some(&pem))
+                        .with_context(|| format!("the CA certificates {}", p.display()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Client::with_roots(&gateway, api_key, policy, roots)?)
     }
 }
 
