@@ -4,7 +4,7 @@
 //! `--ca-cert` (or `VEIL_CA_CERT`). Without the CA the client refuses the gateway (a
 //! certificate error, no fallback to plain HTTP); plain HTTP to the TLS port fails; HTTP/1.1
 //! and HTTP/2 are both offered by ALPN; the gateway refuses to start with half a TLS
-//! configuration or unusable files.
+//! configuration or unusable files, cuts off stalled handshakes, and stops on Ctrl-C.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -428,7 +428,7 @@ fn serve_fails(args: &[&str], envs: &[(&str, &str)]) -> String {
 }
 
 #[test]
-fn refuses_to_start_with_an_unusable_tls_configuration() {
+fn tls_configuration_errors_handshake_timeout_and_ctrl_c() {
     let pki = pki("tls-config");
     let db = pki.dir.path("ledger.db");
     let db = s(&db);
@@ -528,6 +528,52 @@ fn refuses_to_start_with_an_unusable_tls_configuration() {
         .args(["--backend", "http://127.0.0.1:9", "--database", db])
         .env_remove("VEIL_TLS_CERT")
         .env_remove("VEIL_TLS_KEY");
-    let gw = Proc::spawn(cmd, "veil-gateway");
+    let mut gw = Proc::spawn(cmd, "veil-gateway");
     assert_eq!(gw.scheme, "https", "{}", gw.log_text());
+
+    // A client that never sends its handshake is cut off after the handshake timeout
+    // (10 s), and meanwhile others are served.
+    let started = std::time::Instant::now();
+    let mut stalled = std::net::TcpStream::connect(gw.addr).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (alpn, _) = rt.block_on(tls_connect(gw.addr, &pki.ca, &[b"h2"]));
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut stalled, &mut byte);
+    let waited = started.elapsed();
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut),
+        "the stalled connection was not closed: {read:?} after {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(25),
+        "closed after {waited:?}"
+    );
+
+    // Ctrl-C (SIGINT) stops it cleanly.
+    let status = Command::new("kill")
+        .args(["-INT", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = gw.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGINT: {}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit}: {}", gw.log_text());
 }
