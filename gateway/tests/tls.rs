@@ -156,6 +156,89 @@ async fn healthz_h2(addr: SocketAddr, ca: &Path) -> u16 {
     status
 }
 
+/// An HTTP/2 connection over TLS (ALPN h2) to `addr`, trusting only `ca`.
+async fn h2(addr: SocketAddr, ca: &Path) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let (alpn, stream) = tls_connect(addr, ca, &[b"h2"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// Status, headers, body and trailers of `req` sent on `send`.
+async fn h2_send(
+    send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    req: hyper::Request<Full<Bytes>>,
+) -> (u16, hyper::HeaderMap, Vec<u8>, Option<hyper::HeaderMap>) {
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (status, headers, collected.to_bytes().to_vec(), trailers)
+}
+
+/// Sealed requests over HTTP/2: a whole embeddings request and a streamed chat, both
+/// opened and their receipts verified (the streamed one's trailer passed on).
+async fn sealed_over_h2(addr: SocketAddr, ca: &Path, key: &str) {
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    let mut send = h2(addr, ca).await;
+    let (status, _, body, _) = h2_send(
+        &mut send,
+        hyper::Request::get(format!("{base}/v1/attestation"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let sealer = common::Sealer::from_bundle(&serde_json::to_vec(&list["backends"][0]).unwrap());
+
+    let mut sealed = sealer.embeddings("over HTTP/2");
+    let (status, headers, body, _) = h2_send(
+        &mut send,
+        sealed.http_request(&base, "/v1/ohttp", Some(key)),
+    )
+    .await;
+    let opened = common::open(&mut sealed, status, headers, body);
+    assert_eq!(opened.outer_status, 200, "{opened:?}");
+    assert_eq!(opened.inner.as_ref().map(|i| i.0), Some(200), "{opened:?}");
+    sealer
+        .verify_receipt(opened.inner_receipt.as_deref().unwrap())
+        .unwrap();
+
+    let mut stream = sealer.chat_stream("Count to three.", 8);
+    let req = hyper::Request::post(format!("{base}/v1/ohttp"))
+        .header("content-type", "message/ohttp-chunked-req")
+        .header("veil-key-id", &stream.key_id)
+        .header("veil-model", common::CHAT_MODEL)
+        .header("veil-max-tokens", stream.max_tokens.to_string())
+        .header("veil-stream", "true")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::from(stream.bytes.clone())))
+        .unwrap();
+    let (status, _, body, trailers) = h2_send(&mut send, req).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let opened = stream.pending.take().unwrap().open_all(body).unwrap();
+    assert_eq!(opened.status, 200);
+    assert!(
+        String::from_utf8_lossy(&opened.body).contains("data: [DONE]"),
+        "the stream did not end"
+    );
+    let inner = opened.trailers.get("veil-receipt").unwrap();
+    sealer.verify_receipt(inner).unwrap();
+    let outer = trailers
+        .as_ref()
+        .and_then(|t| t.get("veil-receipt"))
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(outer, Some(inner), "the receipt trailer was not passed on");
+}
+
 /// `GET /healthz` over HTTP/1.1 (ALPN http/1.1).
 async fn healthz_h1(addr: SocketAddr, ca: &Path) -> u16 {
     let (alpn, stream) = tls_connect(addr, ca, &[b"http/1.1"]).await;
@@ -265,9 +348,12 @@ async fn sealed_chat_over_https_with_a_private_ca() {
     assert!(out.status.success(), "veil chat --stream failed: {stderr}");
     assert!(!stdout.trim().is_empty(), "no answer: {stderr}");
 
+    // Sealed requests over HTTP/2 as well (the CLI speaks HTTP/1.1).
+    sealed_over_h2(gw.addr, &pki.ca, &key).await;
+
     // The receipts were billed as usual.
-    common::eventually(Duration::from_secs(10), "both chats billed", || async {
-        common::ledger(s(&db)).await.len() == 2
+    common::eventually(Duration::from_secs(10), "every request billed", || async {
+        common::ledger(s(&db)).await.len() == 4
     })
     .await;
 

@@ -447,7 +447,7 @@ impl Sealer {
         Self::from_bundle(&w.body)
     }
 
-    fn from_bundle(bytes: &[u8]) -> Self {
+    pub fn from_bundle(bytes: &[u8]) -> Self {
         let bundle = Bundle::parse(bytes).unwrap();
         let identity = verify_bundle(
             &bundle,
