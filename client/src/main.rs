@@ -367,6 +367,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     }
                 }
             });
+            // Events are forwarded as they are opened: no Nagle delay behind them.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, veil_client::proxy::router(client))
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;

@@ -185,6 +185,7 @@ fn serve(args: Serve) -> anyhow::Result<()> {
             );
             let router = enclave.plaintext_router();
             tokio::spawn(async move {
+                let inner = axum::serve::ListenerExt::tap_io(inner, no_delay);
                 if let Err(e) = axum::serve(inner, router).await {
                     tracing::error!(error = %e, "plaintext listener failed");
                 }
@@ -205,11 +206,17 @@ fn serve(args: Serve) -> anyhow::Result<()> {
                 }
             }
         });
+        // Sealed events are written as they are made: no Nagle delay behind them.
+        let listener = axum::serve::ListenerExt::tap_io(listener, no_delay);
         axum::serve(listener, enclave.outer_router())
             .with_graceful_shutdown(shutdown())
             .await?;
         Ok(())
     })
+}
+
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
 }
 
 async fn shutdown() {

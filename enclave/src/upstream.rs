@@ -76,6 +76,7 @@ impl Upstream {
             "--upstream must be on loopback: decrypted requests never leave the confidential VM"
         );
         let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new()).build(connector);
         let mut up = Self {
