@@ -24,11 +24,14 @@ cargo fmt --all --check
 step "cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "build the binaries (the whole-system tests start them)"
-cargo build --workspace --bins --locked
+step "build the tests and the binaries they start"
+# One build for both: the tests' feature resolution (dev-dependencies included) also
+# builds every binary into target/debug, so the engine's dependencies (candle) are
+# compiled once, not once per feature set.
+cargo test --workspace --locked --no-run
 
 step "models (pinned digests; already-present files are not fetched again)"
-cargo run --locked -q -p veil-enclave -- models fetch --dir "${VEIL_MODELS_DIR:-models}"
+target/debug/veil-enclave models fetch --dir "${VEIL_MODELS_DIR:-models}"
 export VEIL_MODELS_DIR="${VEIL_MODELS_DIR:-$PWD/models}"
 
 step "PostgreSQL from Debian's packages (the gateway's ledger tests)"
