@@ -494,38 +494,25 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
         }
         r
     };
+    // A request that does not open: a plain 400 naming only the failure's kind, with a
+    // receipt for the outer error.
+    let unopened = |err: &ChannelError| {
+        let reason = open_failure(err);
+        e.metrics.rejected(reason);
+        with_receipt(
+            plain_error(400, reason, "the encapsulated request could not be opened"),
+            receipt_for_outer_error(400),
+        )
+    };
 
     if chunked {
         let opened = e.keys.open_chunked_request(&key_id, &sealed, &limits);
         drop(sealed);
         let (request, mut sealer) = match opened {
             Ok(x) => x,
-            Err(err) => {
-                let reason = open_failure(&err);
-                e.metrics.rejected(reason);
-                return with_receipt(
-                    plain_error(400, reason, "the encapsulated request could not be opened"),
-                    receipt_for_outer_error(400),
-                );
-            }
+            Err(err) => return unopened(&err),
         };
-        let route = inner::route_label(&request.method, &request.path);
-        let ct = request.headers.get("content-type").map(str::to_owned);
-        let body = Zeroizing::new(request.body.clone());
-        let reply = if body.len() > e.settings.max_inner_body_bytes {
-            too_large(&meta)
-        } else {
-            inner::handle(
-                e.engine(),
-                &request.method,
-                &request.path,
-                ct.as_deref(),
-                body,
-                &meta,
-            )
-            .await
-        };
-        drop(request);
+        let (route, reply) = answer(&e, request, &meta).await;
         match reply {
             InnerReply::Whole {
                 status,
@@ -656,32 +643,9 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
         drop(sealed);
         let (request, sealer) = match opened {
             Ok(x) => x,
-            Err(err) => {
-                let reason = open_failure(&err);
-                e.metrics.rejected(reason);
-                return with_receipt(
-                    plain_error(400, reason, "the encapsulated request could not be opened"),
-                    receipt_for_outer_error(400),
-                );
-            }
+            Err(err) => return unopened(&err),
         };
-        let route = inner::route_label(&request.method, &request.path);
-        let ct = request.headers.get("content-type").map(str::to_owned);
-        let body = Zeroizing::new(request.body.clone());
-        let reply = if body.len() > e.settings.max_inner_body_bytes {
-            too_large(&meta)
-        } else {
-            inner::handle(
-                e.engine(),
-                &request.method,
-                &request.path,
-                ct.as_deref(),
-                body,
-                &meta,
-            )
-            .await
-        };
-        drop(request);
+        let (route, reply) = answer(&e, request, &meta).await;
         let (status, body, usage, model) = match reply {
             InnerReply::Whole {
                 status,
@@ -715,6 +679,33 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
             receipt,
         )
     }
+}
+
+/// Answers an opened request with the inner API (oversize bodies refused first). Returns
+/// the route's metric label and the reply; the opened request is dropped (and wiped) here.
+async fn answer(
+    e: &Enclave,
+    request: channel::Request,
+    meta: &OuterMeta,
+) -> (&'static str, InnerReply) {
+    let route = inner::route_label(&request.method, &request.path);
+    let ct = request.headers.get("content-type").map(str::to_owned);
+    let body = Zeroizing::new(request.body.clone());
+    let reply = if body.len() > e.settings.max_inner_body_bytes {
+        too_large(meta)
+    } else {
+        inner::handle(
+            e.engine(),
+            &request.method,
+            &request.path,
+            ct.as_deref(),
+            body,
+            meta,
+        )
+        .await
+    };
+    drop(request);
+    (route, reply)
 }
 
 fn too_large(meta: &OuterMeta) -> InnerReply {
