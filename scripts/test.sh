@@ -25,10 +25,11 @@ step "cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "build the tests and the binaries they start"
-# One build for both: the tests' feature resolution (dev-dependencies included) also
-# builds every binary into target/debug, so the engine's dependencies (candle) are
-# compiled once, not once per feature set.
-cargo test --workspace --locked --no-run
+# One build for both, in the tests' feature resolution (dev-dependencies included), so
+# the engine's dependencies (candle) are compiled once, not once per feature set.
+# `--bins` matters: `cargo test` alone builds a package's binaries only when that
+# package has integration tests, and tests/binaries.rs runs every binary.
+cargo build --workspace --locked --bins --tests
 
 step "models (pinned digests; already-present files are not fetched again)"
 target/debug/veil-enclave models fetch --dir "${VEIL_MODELS_DIR:-models}"
