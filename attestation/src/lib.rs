@@ -8,6 +8,7 @@
 //! - [`bundle`]: the attestation bundle's JSON types.
 //! - [`sim`]: the simulated TEE (development only; rejected by default policies).
 //! - [`verify`]: bundle verification against a [`verify::Policy`], time passed in.
+//! - [`x509`]: certificates and CRLs for the evidence verifiers.
 //!
 //! What it deliberately does not do (yet): verify SEV-SNP, TDX or NVIDIA evidence.
 //! Bundles carrying them are refused, never accepted unchecked.
@@ -19,3 +20,4 @@ pub mod claims;
 pub mod receipt;
 pub mod sim;
 pub mod verify;
+pub mod x509;
