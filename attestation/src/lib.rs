@@ -2,6 +2,7 @@
 //!
 //! - [`channel`]: the attested channel, Oblivious HTTP (RFC 9458) over Binary HTTP
 //!   (RFC 9292), whole and chunked, padded.
+//! - [`checks`]: the trail of checks a verifier performed, for auditors.
 //! - [`claims`]: `claims-core` and the GPU-nonce and report-data derivations that bind
 //!   the enclave's keys into hardware evidence.
 //! - [`receipt`]: signed usage receipts.
@@ -16,6 +17,7 @@
 pub mod bundle;
 pub mod bytes;
 pub mod channel;
+pub mod checks;
 pub mod claims;
 pub mod receipt;
 pub mod sim;
