@@ -113,7 +113,9 @@ mod tests {
         let failed = checks.record("b", "unused", Err::<u8, _>("broke".to_owned()));
         assert!(failed.is_err());
         assert!(!checks.all_passed());
-        let failure = checks.first_failure().map(|c| (c.name.as_str(), c.detail.as_str()));
+        let failure = checks
+            .first_failure()
+            .map(|c| (c.name.as_str(), c.detail.as_str()));
         assert_eq!(failure, Some(("b", "broke")));
         assert_eq!(checks.as_slice().len(), 2);
     }

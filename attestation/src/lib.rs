@@ -8,6 +8,7 @@
 //! - [`receipt`]: signed usage receipts.
 //! - [`bundle`]: the attestation bundle's JSON types.
 //! - [`sim`]: the simulated TEE (development only; rejected by default policies).
+//! - [`tsm`]: collecting CPU evidence in a guest through configfs-tsm.
 //! - [`verify`]: bundle verification against a [`verify::Policy`], time passed in.
 //! - [`x509`]: certificates and CRLs for the evidence verifiers.
 //!
@@ -21,5 +22,6 @@ pub mod checks;
 pub mod claims;
 pub mod receipt;
 pub mod sim;
+pub mod tsm;
 pub mod verify;
 pub mod x509;
