@@ -159,6 +159,125 @@ fn request(
     })
 }
 
+/// What a certificate-table entry holds, by its GUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SnpCertKind {
+    /// The chip's VCEK.
+    Vcek,
+    /// A VLEK.
+    Vlek,
+    /// The AMD SEV signing key (or ASVK).
+    Ask,
+    /// The AMD root key.
+    Ark,
+    /// Any other GUID.
+    Other([u8; 16]),
+}
+
+/// An SEV-SNP certificate table (`auxblob` of a `sev_guest` report, or the certificate
+/// buffer of an extended report, as the GHCB specification lays it out): entries of a
+/// 16-byte GUID (RFC 4122 byte order), a 4-byte little-endian offset from the start of
+/// the table and a 4-byte little-endian length, ended by an all-zero entry. Returns each
+/// entry's kind and bytes, in table order; never panics.
+///
+/// # Errors
+/// [`SnpCertTableError`] naming the entry that is malformed.
+pub fn snp_certificate_table(
+    table: &[u8],
+) -> Result<Vec<(SnpCertKind, Vec<u8>)>, SnpCertTableError> {
+    const ENTRY: usize = 24;
+    let mut certs = Vec::new();
+    for index in 0.. {
+        let start = index * ENTRY;
+        let entry = table
+            .get(start..start + ENTRY)
+            .ok_or(SnpCertTableError::Unterminated { entries: index })?;
+        let mut guid = [0u8; 16];
+        guid.copy_from_slice(&entry[..16]);
+        let word = |at: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&entry[at..at + 4]);
+            u32::from_le_bytes(b) as usize
+        };
+        let (offset, len) = (word(16), word(20));
+        if guid == [0; 16] {
+            if offset != 0 || len != 0 {
+                return Err(SnpCertTableError::Entry {
+                    index,
+                    detail: "zero GUID with a non-zero offset or length",
+                });
+            }
+            return Ok(certs);
+        }
+        let bytes = offset
+            .checked_add(len)
+            .and_then(|end| table.get(offset..end))
+            .ok_or(SnpCertTableError::Entry {
+                index,
+                detail: "offset and length beyond the table",
+            })?;
+        if len == 0 {
+            return Err(SnpCertTableError::Entry {
+                index,
+                detail: "empty certificate",
+            });
+        }
+        let kind = match guid {
+            SNP_VCEK_GUID => SnpCertKind::Vcek,
+            SNP_VLEK_GUID => SnpCertKind::Vlek,
+            SNP_ASK_GUID => SnpCertKind::Ask,
+            SNP_ARK_GUID => SnpCertKind::Ark,
+            other => SnpCertKind::Other(other),
+        };
+        certs.push((kind, bytes.to_vec()));
+    }
+    Ok(certs)
+}
+
+/// GUID 63da758d-e664-4564-adc5-f4b93be8accd.
+const SNP_VCEK_GUID: [u8; 16] = guid(0x63da_758d, 0xe664, 0x4564, 0xadc5_f4b9_3be8_accd);
+/// GUID a8074bc2-a25a-483e-aae6-39c045a0b8a1.
+const SNP_VLEK_GUID: [u8; 16] = guid(0xa807_4bc2, 0xa25a, 0x483e, 0xaae6_39c0_45a0_b8a1);
+/// GUID 4ab7b379-bbac-4fe4-a02f-05aef327c782.
+const SNP_ASK_GUID: [u8; 16] = guid(0x4ab7_b379, 0xbbac, 0x4fe4, 0xa02f_05ae_f327_c782);
+/// GUID c0b406a4-a803-4952-9743-3fb6014cd0ae.
+const SNP_ARK_GUID: [u8; 16] = guid(0xc0b4_06a4, 0xa803, 0x4952, 0x9743_3fb6_014c_d0ae);
+
+/// A GUID's bytes in RFC 4122 order from its textual groups.
+const fn guid(a: u32, b: u16, c: u16, d: u64) -> [u8; 16] {
+    let (a, b, c, d) = (
+        a.to_be_bytes(),
+        b.to_be_bytes(),
+        c.to_be_bytes(),
+        d.to_be_bytes(),
+    );
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
+        d[7],
+    ]
+}
+
+/// A malformed SEV-SNP certificate table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnpCertTableError {
+    /// No all-zero entry before the end.
+    #[error("SNP certificate table: no terminating entry after {entries} entries")]
+    Unterminated {
+        /// Entries read.
+        entries: usize,
+    },
+    /// An entry that does not make sense.
+    #[error("SNP certificate table entry {index}: {detail}")]
+    Entry {
+        /// Its index.
+        index: usize,
+        /// What is wrong.
+        detail: &'static str,
+    },
+}
+
 fn generation(entry: &Path) -> Result<u64, TsmError> {
     let path = entry.join("generation");
     let text = String::from_utf8_lossy(&read(&path)?).trim().to_owned();
@@ -235,6 +354,73 @@ mod tests {
         let err = request(&dir, &[0; 64], None).unwrap_err();
         assert!(matches!(err, TsmError::Generation { .. }), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn table(entries: &[([u8; 16], &[u8])]) -> Vec<u8> {
+        let header = 24 * (entries.len() + 1);
+        let mut out = Vec::new();
+        let mut offset = header;
+        for (guid, body) in entries {
+            out.extend_from_slice(guid);
+            out.extend_from_slice(&u32::try_from(offset).unwrap().to_le_bytes());
+            out.extend_from_slice(&u32::try_from(body.len()).unwrap().to_le_bytes());
+            offset += body.len();
+        }
+        out.extend_from_slice(&[0; 24]);
+        for (_, body) in entries {
+            out.extend_from_slice(body);
+        }
+        out
+    }
+
+    #[test]
+    fn snp_certificate_table_reads_entries_by_guid() {
+        assert_eq!(
+            hex::encode(SNP_VCEK_GUID),
+            "63da758de6644564adc5f4b93be8accd"
+        );
+        let t = table(&[
+            (SNP_ARK_GUID, b"ark"),
+            (SNP_ASK_GUID, b"ask!"),
+            (SNP_VCEK_GUID, b"vcek"),
+            ([9; 16], b"x"),
+        ]);
+        let certs = snp_certificate_table(&t).unwrap();
+        let kinds: Vec<_> = certs.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                SnpCertKind::Ark,
+                SnpCertKind::Ask,
+                SnpCertKind::Vcek,
+                SnpCertKind::Other([9; 16])
+            ]
+        );
+        assert_eq!(certs[1].1, b"ask!");
+        assert_eq!(snp_certificate_table(&[0; 24]).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn snp_certificate_table_errors_never_panic() {
+        let t = table(&[(SNP_VCEK_GUID, b"vcek")]);
+        for cut in 0..t.len() {
+            let _ = snp_certificate_table(&t[..cut]);
+        }
+        assert!(matches!(
+            snp_certificate_table(&[]),
+            Err(SnpCertTableError::Unterminated { entries: 0 })
+        ));
+        // The first entry points past the truncated table.
+        assert!(matches!(
+            snp_certificate_table(&t[..30]),
+            Err(SnpCertTableError::Entry { index: 0, .. })
+        ));
+        let mut bad = t.clone();
+        bad[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            snp_certificate_table(&bad),
+            Err(SnpCertTableError::Entry { index: 0, .. })
+        ));
     }
 
     #[test]
