@@ -81,6 +81,11 @@ struct Serve {
     /// stays within verifiers' limits.
     #[arg(long, env = "VEIL_ENCLAVE_REFRESH_SECONDS", default_value_t = 3600)]
     refresh_seconds: u64,
+    /// TDX: a directory holding the DCAP collateral (TCB info, QE identity, CRLs and their
+    /// chains) that the host supplies; its files travel in the bundle by name, so
+    /// verifiers need no network. Required with `--tee tdx`.
+    #[arg(long, env = "VEIL_ENCLAVE_TDX_COLLATERAL", value_name = "DIR")]
+    tdx_collateral: Option<PathBuf>,
     /// Log filter (tracing's EnvFilter syntax). Logs carry metadata only, never content.
     #[arg(long, env = "VEIL_ENCLAVE_LOG", default_value = "info")]
     log: String,
@@ -127,7 +132,10 @@ fn serve(args: Serve) -> anyhow::Result<()> {
         );
     }
     // Evidence providers first: a missing TEE fails before any model loads.
-    let cpu = platform::cpu_provider(args.tee)?;
+    let host = platform::HostInputs {
+        tdx_collateral: args.tdx_collateral.clone(),
+    };
+    let cpu = platform::cpu_provider(args.tee, &host)?;
     let gpu = platform::gpu_provider(args.gpu)?;
     if args.tee == TeeChoice::Sim {
         eprintln!(

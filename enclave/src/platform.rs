@@ -1,13 +1,22 @@
 //! Where evidence comes from: the platform (CPU TEE) and GPU providers.
 //!
 //! The service asks a [`CpuProvider`] for evidence over the report data that binds its
-//! keys, and a [`GpuProvider`] for GPU evidence over the GPU nonce. Each platform lands
-//! as its own provider (SEV-SNP, TDX, NVIDIA: issues 7–9) without touching the service.
-//! Until one exists, choosing it is an error: never a silent fall back to `sim`.
+//! keys, and a [`GpuProvider`] for GPU evidence over the GPU nonce. Each platform is
+//! its own provider, chosen by `--tee`; a platform that is absent or incomplete is an
+//! error, never a silent fall back to `sim`.
+//!
+//! SEV-SNP and TDX evidence come through configfs-tsm ([`veil_attestation::tsm`]): the
+//! SNP report with the certificate table the host loaded (VCEK or VLEK, ASK, ARK), and
+//! the TDX quote with the DCAP collateral the host supplies as files
+//! (`--tdx-collateral DIR`). The enclave never reaches the network for either. The
+//! NVIDIA GPU provider is not in this build: `--gpu required` fails.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use veil_attestation::bundle::Evidence;
+use veil_attestation::bundle::{Evidence, SnpEvidence, TdxEvidence};
+use veil_attestation::bytes::Base64Bytes;
+use veil_attestation::tsm::{self, SnpCertKind};
 use veil_attestation::bytes::Measurement;
 use veil_attestation::claims::{GpuNonce, Platform, ReportData};
 use veil_attestation::sim::SimPlatform;
@@ -152,26 +161,204 @@ pub fn detect(root: &Path) -> Result<TeeChoice, PlatformError> {
     Err(PlatformError::NoTee)
 }
 
+/// Where the host supplies TDX collateral (`--tdx-collateral`).
+#[derive(Debug, Clone, Default)]
+pub struct HostInputs {
+    /// A directory whose files are the DCAP collateral (TCB info, QE identity, CRLs and
+    /// their chains), copied into the bundle by file name.
+    pub tdx_collateral: Option<PathBuf>,
+}
+
 /// The CPU provider for a choice (`auto` resolved first).
 ///
 /// # Errors
-/// When the platform is not present, or its provider is not in this build.
-pub fn cpu_provider(choice: TeeChoice) -> Result<Box<dyn CpuProvider>, PlatformError> {
+/// When the platform is not present, or its inputs are missing.
+pub fn cpu_provider(
+    choice: TeeChoice,
+    host: &HostInputs,
+) -> Result<Box<dyn CpuProvider>, PlatformError> {
     let choice = match choice {
         TeeChoice::Auto => detect(Path::new("/"))?,
         other => other,
     };
+    let tsm_root = PathBuf::from(CONFIGFS_TSM);
     match choice {
         TeeChoice::Sim => Ok(Box::new(SimProvider::new()?)),
-        TeeChoice::Snp => Err(PlatformError::Unavailable {
-            platform: "AMD SEV-SNP",
-            detail: "the SNP provider arrives with issue 7",
-        }),
-        TeeChoice::Tdx => Err(PlatformError::Unavailable {
-            platform: "Intel TDX",
-            detail: "the TDX provider arrives with issue 8",
-        }),
+        TeeChoice::Snp => Ok(Box::new(SnpProvider::new(tsm_root)?)),
+        TeeChoice::Tdx => {
+            let dir = host
+                .tdx_collateral
+                .clone()
+                .ok_or(PlatformError::Unavailable {
+                    platform: "Intel TDX",
+                    detail: "no --tdx-collateral DIR: the host must supply the DCAP collateral \
+                         (TCB info, QE identity, CRLs), since the enclave never fetches it",
+                })?;
+            Ok(Box::new(TdxProvider::new(tsm_root, dir)?))
+        }
         TeeChoice::Auto => Err(PlatformError::NoTee),
+    }
+}
+
+fn tsm_unavailable(platform: &'static str, root: &Path) -> Result<(), PlatformError> {
+    if tsm::available(root) {
+        return Ok(());
+    }
+    Err(PlatformError::Unavailable {
+        platform,
+        detail: "configfs-tsm (/sys/kernel/config/tsm/report, Linux 6.7+) is not present; \
+                 veil collects evidence only through it",
+    })
+}
+
+/// AMD SEV-SNP through configfs-tsm: the report at VMPL 0 and the host's certificate
+/// table, ordered VCEK or VLEK first, then ASK and ARK.
+#[derive(Debug)]
+pub struct SnpProvider {
+    root: PathBuf,
+}
+
+impl SnpProvider {
+    /// A provider using the configfs-tsm report root `root`.
+    ///
+    /// # Errors
+    /// When `root` does not exist.
+    pub fn new(root: PathBuf) -> Result<Self, PlatformError> {
+        tsm_unavailable("AMD SEV-SNP", &root)?;
+        Ok(Self { root })
+    }
+}
+
+impl CpuProvider for SnpProvider {
+    fn platform(&self) -> Platform {
+        Platform::Snp
+    }
+
+    fn evidence(&self, report_data: &ReportData) -> Result<Evidence, PlatformError> {
+        let failed = |detail: String| PlatformError::Failed {
+            platform: "snp",
+            detail,
+        };
+        let report = tsm::report(&self.root, report_data.as_bytes(), Some(0))
+            .map_err(|e| failed(e.to_string()))?;
+        if report.provider != "sev_guest" {
+            return Err(failed(format!(
+                "configfs-tsm provider is {:?}, not sev_guest",
+                report.provider
+            )));
+        }
+        let table = report.auxblob.ok_or_else(|| {
+            failed(
+                "the host supplied no certificate table (auxblob is empty): load the VCEK \
+                 or VLEK with the host's SNP tooling, so the evidence verifies offline"
+                    .to_owned(),
+            )
+        })?;
+        let certificates = snp_certificates(&table).map_err(failed)?;
+        Ok(Evidence::Snp(SnpEvidence {
+            report: Base64Bytes(report.outblob),
+            certificates,
+        }))
+    }
+}
+
+/// The certificates of an SNP certificate table in bundle order: the endorsement key
+/// (VCEK or VLEK), then the ASK (or ASVK) and ARK when present; other entries dropped.
+fn snp_certificates(table: &[u8]) -> Result<Vec<Base64Bytes>, String> {
+    let entries = tsm::snp_certificate_table(table).map_err(|e| e.to_string())?;
+    let find = |kind: SnpCertKind| {
+        entries
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, der)| Base64Bytes(der.clone()))
+    };
+    let endorsement = find(SnpCertKind::Vcek)
+        .or_else(|| find(SnpCertKind::Vlek))
+        .ok_or("the host's certificate table has neither a VCEK nor a VLEK")?;
+    let mut certs = vec![endorsement];
+    certs.extend(find(SnpCertKind::Ask));
+    certs.extend(find(SnpCertKind::Ark));
+    Ok(certs)
+}
+
+/// Intel TDX through configfs-tsm: the quote, with the host-supplied collateral.
+#[derive(Debug)]
+pub struct TdxProvider {
+    root: PathBuf,
+    collateral: BTreeMap<String, Base64Bytes>,
+}
+
+/// Largest collateral file read (TCB info and CRLs are a few KiB).
+const MAX_COLLATERAL_FILE: u64 = 1 << 20;
+
+impl TdxProvider {
+    /// A provider using the configfs-tsm report root `root` and the collateral files in
+    /// `collateral_dir` (read once, at start).
+    ///
+    /// # Errors
+    /// When `root` does not exist or the collateral cannot be read.
+    pub fn new(root: PathBuf, collateral_dir: PathBuf) -> Result<Self, PlatformError> {
+        tsm_unavailable("Intel TDX", &root)?;
+        let failed = |detail: String| PlatformError::Failed {
+            platform: "tdx",
+            detail,
+        };
+        let collateral = read_collateral(&collateral_dir).map_err(failed)?;
+        Ok(Self { root, collateral })
+    }
+}
+
+fn read_collateral(dir: &Path) -> Result<BTreeMap<String, Base64Bytes>, String> {
+    let io = |e: std::io::Error| format!("--tdx-collateral {}: {e}", dir.display());
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let meta = entry.metadata().map_err(io)?;
+        if !meta.is_file() {
+            continue;
+        }
+        if meta.len() > MAX_COLLATERAL_FILE {
+            return Err(format!(
+                "--tdx-collateral {}: {} is {} bytes, more than any collateral",
+                dir.display(),
+                entry.path().display(),
+                meta.len()
+            ));
+        }
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|n| format!("--tdx-collateral: file name {n:?} is not UTF-8"))?;
+        files.insert(name, Base64Bytes(std::fs::read(entry.path()).map_err(io)?));
+    }
+    if files.is_empty() {
+        return Err(format!("--tdx-collateral {}: no files", dir.display()));
+    }
+    Ok(files)
+}
+
+impl CpuProvider for TdxProvider {
+    fn platform(&self) -> Platform {
+        Platform::Tdx
+    }
+
+    fn evidence(&self, report_data: &ReportData) -> Result<Evidence, PlatformError> {
+        let failed = |detail: String| PlatformError::Failed {
+            platform: "tdx",
+            detail,
+        };
+        let report = tsm::report(&self.root, report_data.as_bytes(), None)
+            .map_err(|e| failed(e.to_string()))?;
+        if report.provider != "tdx_guest" {
+            return Err(failed(format!(
+                "configfs-tsm provider is {:?}, not tdx_guest",
+                report.provider
+            )));
+        }
+        Ok(Evidence::Tdx(TdxEvidence {
+            quote: Base64Bytes(report.outblob),
+            collateral: self.collateral.clone(),
+        }))
     }
 }
 
@@ -209,13 +396,63 @@ mod tests {
     }
 
     #[test]
-    fn hardware_choices_fail_closed_until_their_providers_land() {
-        assert!(cpu_provider(TeeChoice::Snp).is_err());
-        assert!(cpu_provider(TeeChoice::Tdx).is_err());
+    fn hardware_choices_fail_closed_without_their_interfaces() {
+        let host = HostInputs::default();
+        // This machine has no configfs-tsm (tests run outside a CVM).
+        if !Path::new(CONFIGFS_TSM).exists() {
+            assert!(cpu_provider(TeeChoice::Snp, &host).is_err());
+        }
+        let err = cpu_provider(TeeChoice::Tdx, &host).err().unwrap();
+        assert!(err.to_string().contains("--tdx-collateral"), "{err}");
         assert!(gpu_provider(GpuMode::Required).is_err());
         assert_eq!(
-            cpu_provider(TeeChoice::Sim).unwrap().platform(),
+            cpu_provider(TeeChoice::Sim, &host).unwrap().platform(),
             Platform::Sim
         );
+    }
+
+    #[test]
+    fn snp_certificates_are_ordered_endorsement_first() {
+        fn entry(guid: [u8; 16], offset: u32, len: u32) -> Vec<u8> {
+            let mut e = guid.to_vec();
+            e.extend_from_slice(&offset.to_le_bytes());
+            e.extend_from_slice(&len.to_le_bytes());
+            e
+        }
+        let ark = hex_guid("c0b406a4a803495297433fb6014cd0ae");
+        let vlek = hex_guid("a8074bc2a25a483eaae639c045a0b8a1");
+        let mut table = entry(ark, 72, 3);
+        table.extend(entry(vlek, 75, 4));
+        table.extend([0u8; 24]);
+        table.extend(b"ARKVLEK");
+        let certs = snp_certificates(&table).unwrap();
+        assert_eq!(
+            certs,
+            vec![Base64Bytes(b"VLEK".to_vec()), Base64Bytes(b"ARK".to_vec())]
+        );
+        let only_ark = [entry(ark, 48, 3), vec![0; 24], b"ARK".to_vec()].concat();
+        assert!(
+            snp_certificates(&only_ark)
+                .unwrap_err()
+                .contains("neither a VCEK nor a VLEK")
+        );
+    }
+
+    fn hex_guid(text: &str) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&hex::decode(text).unwrap());
+        out
+    }
+
+    #[test]
+    fn tdx_collateral_is_read_by_file_name() {
+        let dir = std::env::temp_dir().join(format!("veil-collateral-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        assert!(read_collateral(&dir).unwrap_err().contains("no files"));
+        std::fs::write(dir.join("tcb_info.json"), b"{}").unwrap();
+        let files = read_collateral(&dir).unwrap();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["tcb_info.json"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
