@@ -8,6 +8,8 @@
 //! - [`receipt`]: signed usage receipts.
 //! - [`bundle`]: the attestation bundle's JSON types.
 //! - [`sim`]: the simulated TEE (development only; rejected by default policies).
+//! - [`snp`]: AMD SEV-SNP reports: parse, verify against the pinned AMD roots, policy.
+//! - [`tdx`]: Intel TDX quote verification (DCAP, offline, collateral passed in).
 //! - [`tsm`]: collecting CPU evidence in a guest through configfs-tsm.
 //! - [`verify`]: bundle verification against a [`verify::Policy`], time passed in.
 //! - [`x509`]: certificates and CRLs for the evidence verifiers.
@@ -22,6 +24,8 @@ pub mod checks;
 pub mod claims;
 pub mod receipt;
 pub mod sim;
+pub mod snp;
+pub mod tdx;
 pub mod tsm;
 pub mod verify;
 pub mod x509;

@@ -71,3 +71,18 @@ fn rfc9458_request_seed_opens() {
         ("GET", "/")
     );
 }
+
+#[test]
+fn snp_report_seeds() {
+    replay("snp_report", fuzz_checks::snp_report);
+}
+
+#[test]
+fn snp_chain_seeds() {
+    replay("snp_chain", fuzz_checks::snp_chain);
+}
+
+#[test]
+fn tdx_quote_seeds() {
+    replay("tdx_quote", fuzz_checks::tdx_quote);
+}

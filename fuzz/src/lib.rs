@@ -133,3 +133,88 @@ pub fn receipt(data: &[u8]) -> bool {
     }
     accepted
 }
+
+/// Target `snp_report`: an SEV-SNP attestation report (binary or hex) parses or is
+/// refused, never panics; what parses keeps its bytes, and its signature conversion and
+/// TCB decoding return.
+pub fn snp_report(data: &[u8]) -> bool {
+    use veil_attestation::snp::{AttestationReport, Product};
+    let Ok(report) = AttestationReport::from_bytes_or_hex(data) else {
+        return false;
+    };
+    if data.len() == veil_attestation::snp::report::REPORT_LEN {
+        assert_eq!(&report.as_bytes()[..], data, "report bytes kept");
+    }
+    assert_eq!(
+        report.signed_bytes().len(),
+        veil_attestation::snp::report::SIGNED_LEN
+    );
+    let _ = report.signature_p384_fixed();
+    for product in Product::ALL {
+        let _ = report.reported_tcb.decode(product);
+    }
+    let _ = report.cpuid_product();
+    true
+}
+
+/// Target `snp_chain`: certificates (DER or PEM, or an extended-report certificate
+/// table) built into an SEV-SNP chain to the pinned roots: never panics; a chain that
+/// builds has a VCEK/VLEK whose issuer verified.
+pub fn snp_chain(data: &[u8]) -> bool {
+    use veil_attestation::checks::Checks;
+    use veil_attestation::snp::SnpChain;
+    use veil_attestation::tsm::snp_certificate_table;
+    use veil_attestation::x509::Certificate;
+    let mut accepted = false;
+    if let Ok(table) = snp_certificate_table(data) {
+        for (_, der) in &table {
+            let _ = Certificate::from_der(der);
+        }
+        accepted = !table.is_empty();
+    }
+    if let Ok(certs) = Certificate::all_from_pem_or_der(data) {
+        let mut checks = Checks::new();
+        if let Ok(chain) = SnpChain::from_certificates(certs, None, &[], &mut checks) {
+            assert!(checks.all_passed(), "a built chain has no failed check");
+            assert!(
+                chain.vek.verify_issued_by(&chain.ask).is_ok(),
+                "the VEK's issuer verifies"
+            );
+            accepted = true;
+        }
+    }
+    accepted
+}
+
+/// Target `tdx_quote`: parse a TDX quote (must return, never panic); what parses has a
+/// signed part of the size its version and body type give, holds REPORTDATA where the
+/// body puts it, and parses the same without whatever followed the signature data.
+pub fn tdx_quote(data: &[u8]) -> bool {
+    use veil_attestation::tdx::Quote;
+    let Ok(quote) = Quote::parse(data) else {
+        return false;
+    };
+    let body = if quote.report.body_type == 3 {
+        648
+    } else {
+        584
+    };
+    let descriptor = if quote.header.version == 5 { 6 } else { 0 };
+    assert_eq!(quote.signed.len(), 48 + descriptor + body, "signed length");
+    let rd_at = 48 + descriptor + 520;
+    assert_eq!(
+        quote.signed.get(rd_at..rd_at + 64),
+        Some(&quote.report.report_data[..]),
+        "REPORTDATA offset"
+    );
+    assert_eq!(
+        quote.report.mr_service_td.is_some(),
+        quote.report.body_type == 3,
+        "TD 1.5 fields"
+    );
+    let exact = &data[..data.len() - quote.trailing_zeros];
+    let again = Quote::parse(exact).expect("the quote without its trailing bytes parses");
+    assert_eq!(again.signed, quote.signed, "re-parse");
+    assert_eq!(again.pck_chain_pem, quote.pck_chain_pem, "re-parse");
+    true
+}

@@ -1,17 +1,49 @@
-//! `veil-verify`: The auditor's tool: verify attestation bundles and evidence offline.
+//! `veil-verify`: the auditor's tool: verify attestation evidence offline.
+//!
+//! Exit codes, for every command: 0 the evidence is valid, 1 it is not, 2 usage or I/O
+//! error (nothing was judged).
 
-use clap::Parser;
+use std::process::ExitCode;
 
-/// The auditor's tool: verify attestation bundles and evidence offline.
+use clap::{Parser, Subcommand};
+
+mod output;
+mod snp;
+mod tdx;
+
+/// The auditor's tool: verify attestation evidence offline.
+///
+/// Exit codes: 0 valid, 1 invalid, 2 usage or I/O error.
 #[derive(Debug, Parser)]
 #[command(name = "veil-verify", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!(
-        "veil-verify {}: not yet implemented (issue 10); see README.md",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify an AMD SEV-SNP attestation report with its VCEK or VLEK, offline.
+    SnpReport(snp::Args),
+    /// Verify an Intel TDX quote with its DCAP collateral, offline.
+    TdxQuote(tdx::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors.
+            return if e.use_stderr() {
+                output::usage()
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::SnpReport(args) => snp::run(&args),
+        Command::TdxQuote(args) => tdx::run(&args),
+    }
 }

@@ -1,0 +1,82 @@
+//! What every `veil-verify` command prints, and its exit code.
+
+use std::process::ExitCode;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use veil_attestation::checks::{Checks, Outcome};
+
+/// Exit code 1: the evidence did not verify.
+#[must_use]
+pub fn invalid() -> ExitCode {
+    ExitCode::from(1)
+}
+
+/// Exit code 2: usage or I/O error; nothing was judged.
+#[must_use]
+pub fn usage() -> ExitCode {
+    ExitCode::from(2)
+}
+
+/// Print `message` as a usage or I/O error and return exit code 2.
+pub fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("veil-verify: error: {message}");
+    usage()
+}
+
+/// Read a file, naming it in the error.
+///
+/// # Errors
+/// The I/O error, with the path.
+pub fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `--at`: an RFC 3339 time, or now.
+///
+/// # Errors
+/// When the text is not RFC 3339.
+pub fn at(arg: Option<&str>) -> Result<OffsetDateTime, String> {
+    match arg {
+        None => Ok(OffsetDateTime::now_utc()),
+        Some(text) => OffsetDateTime::parse(text, &Rfc3339)
+            .map_err(|e| format!("--at {text:?} is not an RFC 3339 time: {e}")),
+    }
+}
+
+/// Print the checks (one line each, or one JSON document with `facts`, what the
+/// evidence says, beside them) and return 0 when none failed, 1 otherwise.
+pub fn finish(kind: &str, checks: &Checks, facts: serde_json::Value, json: bool) -> ExitCode {
+    let valid = checks.all_passed() && !checks.as_slice().is_empty();
+    if json {
+        let doc = serde_json::json!({
+            "kind": kind,
+            "valid": valid,
+            "checks": checks,
+            "facts": facts,
+        });
+        match serde_json::to_string_pretty(&doc) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return usage_error(format!("serializing the result: {e}")),
+        }
+    } else {
+        for check in checks.as_slice() {
+            let tag = match check.outcome {
+                Outcome::Pass => "pass",
+                Outcome::Warn => "WARN",
+                Outcome::Fail => "FAIL",
+            };
+            println!("{tag}  {:<28} {}", check.name, check.detail);
+        }
+        if let serde_json::Value::Object(map) = &facts {
+            for (key, value) in map {
+                match value {
+                    serde_json::Value::String(s) => println!("      {key:<28} {s}"),
+                    other => println!("      {key:<28} {other}"),
+                }
+            }
+        }
+        println!("{kind}: {}", if valid { "VALID" } else { "INVALID" });
+    }
+    if valid { ExitCode::SUCCESS } else { invalid() }
+}
