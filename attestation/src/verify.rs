@@ -13,12 +13,15 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::bundle::{Bundle, Evidence, gpu_evidence_digest};
+use crate::bundle::{Bundle, Evidence, SnpEvidence, TdxEvidence, gpu_evidence_digest};
 use crate::bytes::{Measurement, Sha256Digest};
 use crate::channel::{ChannelError, KeyConfigList};
-use crate::claims::{ClaimsCore, Platform};
+use crate::checks::Checks;
+use crate::claims::{ClaimsCore, Platform, ReportData};
 use crate::receipt::ReceiptPublicKey;
 use crate::sim::SimError;
+use crate::snp::{SnpError, SnpPolicy};
+use crate::tdx::{Collateral, TdxError, TdxPolicy};
 
 /// Clock skew tolerated for evidence that claims to come from the future.
 pub const MAX_SKEW_SECONDS: i64 = 300;
@@ -36,6 +39,10 @@ pub struct Policy {
     /// Accepted launch measurements (96 hex digits each: SEV-SNP `MEASUREMENT`, TDX
     /// `MRTD`, or the simulated TEE's digest of its executable); empty accepts any.
     pub launch_measurements: Vec<Measurement>,
+    /// What an SEV-SNP report must show (debug, migration, TCB, host data, ...).
+    pub snp: SnpPolicy,
+    /// What a TDX quote must show (TCB statuses, TD attributes, registers, ...).
+    pub tdx: TdxPolicy,
 }
 
 impl Default for Policy {
@@ -45,6 +52,8 @@ impl Default for Policy {
             max_evidence_age_seconds: 24 * 3600,
             model_manifest_digests: Vec::new(),
             launch_measurements: Vec::new(),
+            snp: SnpPolicy::default(),
+            tdx: TdxPolicy::default(),
         }
     }
 }
@@ -90,6 +99,12 @@ pub enum VerifyError {
     /// Step 5.
     #[error("simulated evidence: {0}")]
     Sim(#[from] SimError),
+    /// Step 5: the SEV-SNP report, its certificates or the SNP policy.
+    #[error("SEV-SNP evidence: {0}")]
+    Snp(#[from] SnpError),
+    /// Step 5: the TDX quote, its collateral or the TDX policy.
+    #[error("TDX evidence: {0}")]
+    Tdx(#[from] TdxError),
     /// Steps 5 and 6: verification of this platform is not available in this build.
     #[error("verification of {0} evidence is not implemented yet; refusing (fail closed)")]
     UnsupportedPlatform(&'static str),
@@ -207,15 +222,49 @@ impl EnclaveIdentity {
 }
 
 /// Verify `bundle` against `policy` at time `now`.
+///
+/// # Errors
+/// The first check that failed.
 pub fn verify_bundle(
     bundle: &Bundle,
     policy: &Policy,
     now: OffsetDateTime,
 ) -> Result<Verified<EnclaveIdentity>, VerifyError> {
+    verify_bundle_with_checks(bundle, policy, now, &mut Checks::new())
+}
+
+/// As [`verify_bundle`], recording every check performed in `checks` (the platform
+/// verifiers' own checks included), so an auditor sees what passed before a failure.
+///
+/// # Errors
+/// The first check that failed (also the last entry of `checks`).
+pub fn verify_bundle_with_checks(
+    bundle: &Bundle,
+    policy: &Policy,
+    now: OffsetDateTime,
+    checks: &mut Checks,
+) -> Result<Verified<EnclaveIdentity>, VerifyError> {
+    let result = steps(bundle, policy, now, checks);
+    if let Err(e) = &result {
+        // Platform verifiers record their own failure; record the others here.
+        if checks.all_passed() {
+            checks.fail(e.check(), e.to_string());
+        }
+    }
+    result
+}
+
+fn steps(
+    bundle: &Bundle,
+    policy: &Policy,
+    now: OffsetDateTime,
+    checks: &mut Checks,
+) -> Result<Verified<EnclaveIdentity>, VerifyError> {
     // 1. Version.
     if bundle.version != crate::bundle::VERSION {
         return Err(VerifyError::Version(bundle.version));
     }
+    checks.pass("bundle.version", format!("version {}", bundle.version));
     // 2. Key configurations and their ids.
     let claims = &bundle.claims;
     let key_configs = KeyConfigList::parse(&claims.key_configs.0)?;
@@ -225,6 +274,10 @@ pub fn verify_bundle(
     {
         return Err(VerifyError::KeyIdMismatch);
     }
+    checks.pass(
+        "claims.key-ids",
+        format!("{} key configuration(s), ids recomputed", ids.len()),
+    );
     // 3. Platform and evidence kinds.
     let found = bundle.cpu.kind();
     if found != claims.platform.name() {
@@ -240,6 +293,10 @@ pub fn verify_bundle(
     {
         return Err(VerifyError::NotGpuEvidence(g.kind()));
     }
+    checks.pass(
+        "claims.platform",
+        format!("{found}, {} GPU evidence item(s)", bundle.gpus.len()),
+    );
     // 4. Recompute the binding.
     let model_manifest_digest = claims.model_manifest.digest();
     let core = ClaimsCore {
@@ -250,21 +307,41 @@ pub fn verify_bundle(
         enclave_version: &claims.enclave_version,
     };
     let report_data = core.report_data(&gpu_evidence_digest(&bundle.gpus));
+    checks.pass(
+        "claims.report-data",
+        format!("recomputed from the claims: {report_data}"),
+    );
     // 5. CPU evidence.
-    match &bundle.cpu {
+    let measurement = match &bundle.cpu {
         Evidence::Sim(sim) => {
             if !policy.insecure_allow_sim {
                 return Err(VerifyError::SimulatedNotAllowed);
             }
+            checks.warn(
+                "policy.simulated-tee",
+                "SIMULATED TEE: no hardware protection; the policy allows it",
+            );
             sim.verify(&report_data)?;
-            pinned(
-                "launch_measurement",
-                &policy.launch_measurements,
-                &sim.measurement,
-            )?;
+            checks.pass("sim.signature", "signed over the recomputed report data");
+            sim.measurement
         }
+        Evidence::Snp(snp) => verify_snp(snp, &report_data, policy, now, checks)?,
+        Evidence::Tdx(tdx) => verify_tdx(tdx, &report_data, policy, now, checks)?,
         other => return Err(VerifyError::UnsupportedPlatform(other.kind())),
-    }
+    };
+    pinned(
+        "launch_measurement",
+        &policy.launch_measurements,
+        &measurement,
+    )?;
+    checks.pass(
+        "policy.launch-measurement",
+        if policy.launch_measurements.is_empty() {
+            format!("{measurement} (the policy pins none)")
+        } else {
+            format!("{measurement} is allowed")
+        },
+    );
     // 6. GPU evidence.
     if let Some(g) = bundle.gpus.first() {
         return Err(VerifyError::UnsupportedPlatform(g.kind()));
@@ -281,6 +358,14 @@ pub fn verify_bundle(
             max_seconds: policy.max_evidence_age_seconds,
         });
     }
+    checks.pass(
+        "evidence.age",
+        format!(
+            "produced {} ({age} s ago; at most {} s allowed)",
+            fmt_time(bundle.produced_at),
+            policy.max_evidence_age_seconds
+        ),
+    );
     if !policy.model_manifest_digests.is_empty()
         && !policy
             .model_manifest_digests
@@ -289,6 +374,14 @@ pub fn verify_bundle(
     {
         return Err(VerifyError::ModelNotAllowed(model_manifest_digest));
     }
+    checks.pass(
+        "policy.model-manifest",
+        if policy.model_manifest_digests.is_empty() {
+            format!("{model_manifest_digest} (the policy pins none)")
+        } else {
+            format!("{model_manifest_digest} is allowed")
+        },
+    );
     Ok(Verified(EnclaveIdentity {
         key_configs,
         receipt_public_key: claims.receipt_public_key,
@@ -297,6 +390,77 @@ pub fn verify_bundle(
         enclave_version: claims.enclave_version.clone(),
         produced_at: bundle.produced_at,
     }))
+}
+
+/// Step 5 for SEV-SNP: the report, its chain to the pinned ARK, the SNP policy, and the
+/// report data equal to the recomputed binding. Returns `MEASUREMENT`.
+fn verify_snp(
+    evidence: &SnpEvidence,
+    report_data: &ReportData,
+    policy: &Policy,
+    now: OffsetDateTime,
+    checks: &mut Checks,
+) -> Result<Measurement, VerifyError> {
+    let certs: Vec<&[u8]> = evidence
+        .certificates
+        .iter()
+        .map(|c| c.0.as_slice())
+        .collect();
+    let verified = crate::snp::verify(
+        &evidence.report.0,
+        &certs,
+        &policy.snp,
+        Some(report_data.as_bytes()),
+        now,
+        checks,
+    )?;
+    Ok(Measurement(verified.measurement_bytes))
+}
+
+/// Step 5 for TDX: the quote, its collateral to the pinned Intel root, the TDX policy,
+/// and `REPORTDATA` equal to the recomputed binding. Returns `MRTD`.
+fn verify_tdx(
+    evidence: &TdxEvidence,
+    report_data: &ReportData,
+    policy: &Policy,
+    now: OffsetDateTime,
+    checks: &mut Checks,
+) -> Result<Measurement, VerifyError> {
+    let files = evidence
+        .collateral
+        .iter()
+        .map(|(name, bytes)| (name.clone(), bytes.0.clone()))
+        .collect();
+    let collateral = Collateral::from_files(&files)?;
+    let verified = crate::tdx::verify(
+        &evidence.quote.0,
+        &collateral,
+        &policy.tdx,
+        Some(report_data.as_bytes()),
+        now,
+        checks,
+    )?;
+    Ok(Measurement(verified.report.mr_td))
+}
+
+impl VerifyError {
+    /// The name of the check that failed, as recorded in a [`Checks`] trail.
+    #[must_use]
+    pub fn check(&self) -> &'static str {
+        match self {
+            Self::Version(_) => "bundle.version",
+            Self::KeyConfigs(_) | Self::KeyIdMismatch => "claims.key-ids",
+            Self::PlatformMismatch { .. } | Self::NotGpuEvidence(_) => "claims.platform",
+            Self::SimulatedNotAllowed => "policy.simulated-tee",
+            Self::Sim(_) => "sim.signature",
+            Self::Snp(_) => "snp",
+            Self::Tdx(_) => "tdx",
+            Self::UnsupportedPlatform(_) => "evidence.platform",
+            Self::TooOld { .. } | Self::FromTheFuture(_) => "evidence.age",
+            Self::ModelNotAllowed(_) => "policy.model-manifest",
+            Self::PolicyMismatch { .. } => "policy.launch-measurement",
+        }
+    }
 }
 
 fn fmt_time(t: OffsetDateTime) -> String {

@@ -12,10 +12,11 @@ use veil_attestation::bytes::{Base64Bytes, Sha256Digest};
 use veil_attestation::channel::{
     AeadKind, KeyConfigList, Limits, Request, Response, ServerKeys, Target,
 };
+use veil_attestation::checks::{Checks, Outcome};
 use veil_attestation::claims::{ClaimsCore, ModelManifest, Platform};
 use veil_attestation::receipt::{ReceiptPublicKey, ReceiptSigner};
 use veil_attestation::sim::SimPlatform;
-use veil_attestation::verify::{Policy, VerifyError, verify_bundle};
+use veil_attestation::verify::{Policy, VerifyError, verify_bundle, verify_bundle_with_checks};
 
 fn vector() -> serde_json::Value {
     common::read_json(
@@ -268,17 +269,53 @@ fn age_platform_and_model_policy() {
 }
 
 #[test]
-fn hardware_evidence_is_refused_until_its_verifier_exists() {
+fn snp_evidence_is_verified_up_to_the_key_binding() {
+    // A real report and VCEK (virtee/sev's Milan sample): the report's signature, its
+    // chain to the pinned ARK and the default policy all pass; its REPORT_DATA binds
+    // someone else's keys, not this bundle's claims, so the bundle fails exactly there.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/testdata/snp/virtee-sev-milan-v2");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let at = OffsetDateTime::parse(
+        "2025-01-01T00:00:00Z",
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
     let e = Enclave::new();
-    let mut b = e.bundle(now());
+    let mut b = e.bundle(at);
     b.claims.platform = Platform::Snp;
+    b.cpu = Evidence::Snp(bundle::SnpEvidence {
+        report: Base64Bytes(read("report.bin")),
+        certificates: vec![Base64Bytes(read("vcek.der"))],
+    });
+    let mut checks = Checks::new();
+    let err = verify_bundle_with_checks(&b, &Policy::default(), at, &mut checks).unwrap_err();
+    assert!(matches!(err, VerifyError::Snp(_)), "{err}");
+    let failure = checks.first_failure().unwrap();
+    assert_eq!(failure.name, "report-data", "{checks:?}");
+    for passed in [
+        "claims.report-data",
+        "report.signature",
+        "chain.vcek",
+        "chip-id",
+        "policy.debug",
+    ] {
+        assert!(
+            checks
+                .as_slice()
+                .iter()
+                .any(|c| c.name == passed && c.outcome == Outcome::Pass),
+            "{passed} did not pass: {checks:?}"
+        );
+    }
+    // Zeros are not a report.
     b.cpu = Evidence::Snp(bundle::SnpEvidence {
         report: Base64Bytes(vec![0; 1184]),
         certificates: vec![],
     });
     assert!(matches!(
-        verify_bundle(&b, &Policy::default(), now()),
-        Err(VerifyError::UnsupportedPlatform("snp"))
+        verify_bundle(&b, &Policy::default(), at),
+        Err(VerifyError::Snp(_))
     ));
 }
 

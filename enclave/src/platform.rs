@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 
 use veil_attestation::bundle::{Evidence, SnpEvidence, TdxEvidence};
 use veil_attestation::bytes::Base64Bytes;
-use veil_attestation::tsm::{self, SnpCertKind};
 use veil_attestation::bytes::Measurement;
 use veil_attestation::claims::{GpuNonce, Platform, ReportData};
 use veil_attestation::sim::SimPlatform;
+use veil_attestation::tsm::{self, SnpCertKind};
 
 /// Which TEE to use (`--tee`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
