@@ -209,10 +209,12 @@ impl Certificate {
         let tbs = &cert.tbs_certificate;
         let subject = tbs.subject.to_string();
         let algorithm = sig_alg(&subject, &cert.signature_algorithm)?;
-        if tbs.signature != cert.signature_algorithm {
+        // RFC 5280 4.1.1.2: the outer signatureAlgorithm is not signed; it must be the
+        // same bytes as the signed one, or a certificate could be altered unnoticed.
+        if !algorithms_agree(der) {
             return Err(X509Error::UnsupportedSignatureAlgorithm {
                 subject,
-                oid: "inner and outer signature algorithms differ".to_owned(),
+                oid: "outer signatureAlgorithm differs from the signed one".to_owned(),
             });
         }
         let (key_kind, public_key) = key_of(&subject, &tbs.subject_pki)?;
@@ -555,6 +557,48 @@ impl Crl {
     }
 }
 
+/// One DER element: (tag, the whole element, its contents, what follows it). Lengths of
+/// up to three octets; `None` when the input ends early or the length is malformed.
+pub(crate) fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 3 {
+            return None;
+        }
+        let (bytes, r) = rest.split_at_checked(n)?;
+        rest = r;
+        bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+    };
+    let (contents, rest) = rest.split_at_checked(len)?;
+    let whole = input.get(..input.len() - rest.len())?;
+    Some((tag, whole, contents, rest))
+}
+
+/// Whether a certificate's outer `signatureAlgorithm` has exactly the bytes of
+/// `tbsCertificate.signature`.
+fn algorithms_agree(der: &[u8]) -> bool {
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue };
+    // TBSCertificate ::= SEQUENCE { [0] version OPTIONAL, serialNumber, signature, ... }.
+    (|| {
+        let (_, _, certificate, _) = der_tlv(der)?;
+        let (_, _, tbs, rest) = der_tlv(certificate)?;
+        let (_, outer, _, _) = der_tlv(rest)?;
+        let (tag, _, _, mut fields) = der_tlv(tbs)?;
+        if tag == 0xa0 {
+            fields = der_tlv(fields)?.3;
+        }
+        let (_, inner, _, _) = der_tlv(fields)?;
+        Some(outer == inner)
+    })()
+    .unwrap_or(false)
+}
+
 /// Serial numbers compared without DER's leading zero octets.
 fn strip_zeros(serial: &[u8]) -> &[u8] {
     let start = serial.iter().position(|&b| b != 0).unwrap_or(serial.len());
@@ -738,6 +782,22 @@ mod tests {
         ));
         let genoa = Certificate::all_from_pem_or_der(&testdata("roots/amd/genoa/ark.pem")).unwrap();
         assert!(crl.verify_issued_by(&genoa[0]).is_err());
+    }
+
+    #[test]
+    fn an_outer_algorithm_differing_from_the_signed_one_is_refused() {
+        let der = testdata("snp/virtee-sev-milan-v2/vcek.der");
+        assert!(algorithms_agree(&der));
+        // The outer AlgorithmIdentifier follows the TBS; change its last octet (inside
+        // the RSASSA-PSS parameters), which the signature does not cover.
+        let (_, _, certificate, _) = der_tlv(&der).unwrap();
+        let (_, tbs, _, _) = der_tlv(certificate).unwrap();
+        let (_, outer, _, _) = der_tlv(&certificate[tbs.len()..]).unwrap();
+        let at = der.len() - certificate.len() + tbs.len() + outer.len() - 1;
+        let mut bad = der.clone();
+        bad[at] ^= 0x01;
+        assert!(!algorithms_agree(&bad));
+        assert!(Certificate::from_der(&bad).is_err());
     }
 
     #[test]

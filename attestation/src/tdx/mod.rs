@@ -169,7 +169,6 @@ fn verify_chain(
         )));
     }
     for (i, cert) in certs.iter().enumerate() {
-        check_algorithms_agree(cert, what)?;
         if i > 0 && !cert.is_ca() {
             return Err(TdxError::Collateral(format!(
                 "{what}: {} issues a certificate but is not a CA",
@@ -182,34 +181,6 @@ fn verify_chain(
     }
     root.check_valid_at(at).map_err(x509(what))?;
     Ok(certs)
-}
-
-/// RFC 5280 4.1.1.2: the outer `signatureAlgorithm` (not covered by the signature) must
-/// equal the signed `tbsCertificate.signature`; otherwise a certificate's bytes could be
-/// changed without breaking its signature.
-fn check_algorithms_agree(cert: &Certificate, what: &'static str) -> Result<(), TdxError> {
-    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue };
-    // TBSCertificate ::= SEQUENCE { [0] version OPTIONAL, serialNumber, signature, … }.
-    let agree = (|| {
-        let (_, _, outer, _) = tcb::tlv_raw(cert.der()).ok()?;
-        let (_, _, tbs, rest) = tcb::tlv_raw(outer).ok()?;
-        let (_, outer_alg, _, _) = tcb::tlv_raw(rest).ok()?;
-        let (tag, _, _, mut tbs_rest) = tcb::tlv_raw(tbs).ok()?;
-        if tag == 0xa0 {
-            tbs_rest = tcb::tlv_raw(tbs_rest).ok()?.3;
-        }
-        let (_, inner_alg, _, _) = tcb::tlv_raw(tbs_rest).ok()?;
-        Some(outer_alg == inner_alg)
-    })()
-    .unwrap_or(false);
-    if agree {
-        Ok(())
-    } else {
-        Err(TdxError::Collateral(format!(
-            "{what}: {}: signatureAlgorithm differs from the signed one",
-            cert.subject()
-        )))
-    }
 }
 
 fn check_window(

@@ -92,25 +92,7 @@ pub(crate) type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
 type OidValue<'a> = (&'a [u8], u8, &'a [u8]);
 
 pub(crate) fn tlv_raw(input: &[u8]) -> Result<Tlv<'_>, TdxError> {
-    let bad = || TdxError::PckExtensions("malformed DER".to_owned());
-    let (&tag, rest) = input.split_first().ok_or_else(bad)?;
-    let (&first, mut rest) = rest.split_first().ok_or_else(bad)?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 3 {
-            return Err(bad());
-        }
-        let (bytes, r) = rest.split_at_checked(n).ok_or_else(bad)?;
-        rest = r;
-        bytes
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-    };
-    let (contents, rest) = rest.split_at_checked(len).ok_or_else(bad)?;
-    let whole = input.get(..input.len() - rest.len()).ok_or_else(bad)?;
-    Ok((tag, whole, contents, rest))
+    crate::x509::der_tlv(input).ok_or_else(|| TdxError::PckExtensions("malformed DER".to_owned()))
 }
 
 /// The elements of a DER SEQUENCE's contents as `(OID bytes, value TLV tag, value)`.
