@@ -557,9 +557,12 @@ impl Crl {
     }
 }
 
-/// One DER element: (tag, the whole element, its contents, what follows it). Lengths of
-/// up to three octets; `None` when the input ends early or the length is malformed.
-pub(crate) fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element: (tag, the whole element, its contents, what follows it).
+pub(crate) type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// One DER element ([`Tlv`]). Lengths of up to three octets; `None` when the input ends
+/// early or the length is malformed.
+pub(crate) fn der_tlv(input: &[u8]) -> Option<Tlv<'_>> {
     let (&tag, rest) = input.split_first()?;
     let (&first, mut rest) = rest.split_first()?;
     let len = if first < 0x80 {

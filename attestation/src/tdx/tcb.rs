@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::TdxError;
+use crate::x509::Tlv;
 
 /// OID of the PCK certificate's SGX extensions.
 pub const SGX_EXTENSIONS_OID: &str = "1.2.840.113741.1.13.1";
@@ -83,10 +84,6 @@ pub struct PckExtensions {
 fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), TdxError> {
     tlv_raw(input).map(|(tag, _, contents, rest)| (tag, contents, rest))
 }
-
-/// One DER TLV: (tag, the whole TLV, contents, rest).
-/// (tag, the whole TLV, contents, rest).
-pub(crate) type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
 
 /// (OID contents, value tag, value contents).
 type OidValue<'a> = (&'a [u8], u8, &'a [u8]);
