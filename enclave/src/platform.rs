@@ -19,6 +19,7 @@ use veil_attestation::bytes::Base64Bytes;
 use veil_attestation::bytes::Measurement;
 use veil_attestation::claims::{GpuNonce, Platform, ReportData};
 use veil_attestation::sim::SimPlatform;
+use veil_attestation::tdx;
 use veil_attestation::tsm::{self, SnpCertKind};
 
 /// Which TEE to use (`--tee`).
@@ -288,9 +289,6 @@ pub struct TdxProvider {
     collateral: BTreeMap<String, Base64Bytes>,
 }
 
-/// Largest collateral file read (TCB info and CRLs are a few KiB).
-const MAX_COLLATERAL_FILE: u64 = 1 << 20;
-
 impl TdxProvider {
     /// A provider using the configfs-tsm report root `root` and the collateral files in
     /// `collateral_dir` (read once, at start).
@@ -308,33 +306,22 @@ impl TdxProvider {
     }
 }
 
+/// The known collateral files in `dir` (the layout `veil-verify tdx-quote --help`
+/// gives), checked to parse at start so a host's mistake fails before serving.
 fn read_collateral(dir: &Path) -> Result<BTreeMap<String, Base64Bytes>, String> {
-    let io = |e: std::io::Error| format!("--tdx-collateral {}: {e}", dir.display());
-    let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let meta = entry.metadata().map_err(io)?;
-        if !meta.is_file() {
-            continue;
-        }
-        if meta.len() > MAX_COLLATERAL_FILE {
-            return Err(format!(
-                "--tdx-collateral {}: {} is {} bytes, more than any collateral",
-                dir.display(),
-                entry.path().display(),
-                meta.len()
-            ));
-        }
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|n| format!("--tdx-collateral: file name {n:?} is not UTF-8"))?;
-        files.insert(name, Base64Bytes(std::fs::read(entry.path()).map_err(io)?));
-    }
+    let files = tdx::collateral::read_dir_files(dir).map_err(|e| e.to_string())?;
     if files.is_empty() {
-        return Err(format!("--tdx-collateral {}: no files", dir.display()));
+        return Err(format!(
+            "--tdx-collateral {}: no collateral files (tcb_info.json, ...)",
+            dir.display()
+        ));
     }
-    Ok(files)
+    tdx::Collateral::from_files(&files)
+        .map_err(|e| format!("--tdx-collateral {}: {e}", dir.display()))?;
+    Ok(files
+        .into_iter()
+        .map(|(name, bytes)| (name, Base64Bytes(bytes)))
+        .collect())
 }
 
 impl CpuProvider for TdxProvider {
@@ -445,14 +432,24 @@ mod tests {
     }
 
     #[test]
-    fn tdx_collateral_is_read_by_file_name() {
+    fn tdx_collateral_is_read_by_file_name_and_must_parse() {
         let dir = std::env::temp_dir().join(format!("veil-collateral-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("sub")).unwrap();
-        assert!(read_collateral(&dir).unwrap_err().contains("no files"));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(
+            read_collateral(&dir)
+                .unwrap_err()
+                .contains("no collateral files")
+        );
         std::fs::write(dir.join("tcb_info.json"), b"{}").unwrap();
-        let files = read_collateral(&dir).unwrap();
-        assert_eq!(files.keys().collect::<Vec<_>>(), ["tcb_info.json"]);
+        assert!(
+            read_collateral(&dir).is_err(),
+            "incomplete collateral is refused"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
+        let real = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/testdata/tdx/dcap-qvl-v4-uptodate/collateral");
+        let files = read_collateral(&real).unwrap();
+        assert!(files.contains_key("tcb_info.json") && files.contains_key("pck_crl.der"));
     }
 }

@@ -44,6 +44,32 @@ pub fn at(arg: Option<&str>) -> Result<OffsetDateTime, String> {
     }
 }
 
+/// `--report-data`: 128 hex digits, or nothing to check.
+///
+/// # Errors
+/// When the text is not 64 bytes of hex.
+pub fn report_data(arg: Option<&str>) -> Result<Option<[u8; 64]>, String> {
+    let Some(text) = arg else { return Ok(None) };
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|v| <[u8; 64]>::try_from(v).ok())
+        .map(Some)
+        .ok_or_else(|| "--report-data must be 64 bytes (128 hex digits)".to_owned())
+}
+
+/// `--policy`: a platform policy as JSON, or its default.
+///
+/// # Errors
+/// When the file cannot be read or is not that policy (unknown keys included).
+pub fn json_policy<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+) -> Result<T, String> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    serde_json::from_slice(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Print the checks (one line each, or one JSON document with `facts`, what the
 /// evidence says, beside them) and return 0 when none failed, 1 otherwise.
 pub fn finish(kind: &str, checks: &Checks, facts: serde_json::Value, json: bool) -> ExitCode {

@@ -78,27 +78,16 @@ pub fn run(args: &Args) -> ExitCode {
             Err(e) => return output::usage_error(e),
         }
     }
-    let mut policy = match &args.policy {
-        None => SnpPolicy::default(),
-        Some(path) => match output::read(path).and_then(|b| {
-            serde_json::from_slice::<SnpPolicy>(&b).map_err(|e| format!("{}: {e}", path.display()))
-        }) {
-            Ok(p) => p,
-            Err(e) => return output::usage_error(e),
-        },
+    let mut policy: SnpPolicy = match output::json_policy(args.policy.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return output::usage_error(e),
     };
     if args.product.is_some() {
         policy.product = args.product;
     }
-    let expected = match &args.report_data {
-        None => None,
-        Some(text) => match hex::decode(text.trim())
-            .ok()
-            .and_then(|v| <[u8; 64]>::try_from(v).ok())
-        {
-            Some(rd) => Some(rd),
-            None => return output::usage_error("--report-data must be 128 hex digits"),
-        },
+    let expected = match output::report_data(args.report_data.as_deref()) {
+        Ok(rd) => rd,
+        Err(e) => return output::usage_error(e),
     };
 
     let mut checks = Checks::new();

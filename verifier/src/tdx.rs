@@ -132,24 +132,13 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(q) => quote_bytes(q),
         Err(e) => return output::usage_error(e),
     };
-    let expected = match args.report_data.as_deref().map(hex::decode) {
-        None => None,
-        Some(Ok(bytes)) => match <[u8; 64]>::try_from(bytes.as_slice()) {
-            Ok(rd) => Some(rd),
-            Err(_) => {
-                return output::usage_error("--report-data must be 64 bytes (128 hex digits)");
-            }
-        },
-        Some(Err(e)) => return output::usage_error(format!("--report-data: {e}")),
+    let expected = match output::report_data(args.report_data.as_deref()) {
+        Ok(rd) => rd,
+        Err(e) => return output::usage_error(e),
     };
-    let policy = match &args.policy {
-        None => TdxPolicy::default(),
-        Some(path) => match output::read(path).and_then(|b| {
-            serde_json::from_slice::<TdxPolicy>(&b).map_err(|e| format!("{}: {e}", path.display()))
-        }) {
-            Ok(p) => p,
-            Err(e) => return output::usage_error(e),
-        },
+    let policy: TdxPolicy = match output::json_policy(args.policy.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return output::usage_error(e),
     };
     let dir = collateral_dir(args);
     let files = match tdx::collateral::read_dir_files(&dir) {
