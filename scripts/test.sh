@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# A one-shot build gains nothing from incremental compilation, whose caches cost about
+# 2 GB of disk; see also the debug-info settings in Cargo.toml's profiles.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 if [[ ! -d ../shared/testdata ]]; then
     echo "error: ../shared/testdata is missing; the tests read the shared vectors from beside the checkout" >&2
     exit 1
@@ -45,6 +49,10 @@ eval "$(scripts/setup-python.sh)"
 
 step "tests"
 cargo test --workspace --locked
+
+step "disk"
+df -h . | tail -n 1
+du -sh target 2>/dev/null || true
 
 fuzz_seconds="${VEIL_FUZZ_SECONDS:-20}"
 if [[ "$fuzz_seconds" != "0" ]]; then
