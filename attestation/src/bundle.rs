@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::bytes::{Base64Bytes, Sha256Digest};
-use crate::channel::KeyId;
-use crate::claims::{ModelManifest, Platform};
+use crate::channel::{KeyConfigList, KeyId};
+use crate::claims::{ClaimsCore, GpuNonce, ModelManifest, Platform, ReportData};
 use crate::receipt::ReceiptPublicKey;
 use crate::sim::SimEvidence;
 
@@ -189,6 +189,50 @@ impl Bundle {
             return Err(BundleError::Version(bundle.version));
         }
         Ok(bundle)
+    }
+
+    /// Assemble a bundle as an enclave does: the claims from its key configurations,
+    /// receipt key, models, platform and version; GPU evidence requested with the GPU
+    /// nonce those claims give; CPU evidence over the report data that binds the claims
+    /// and the GPU evidence.
+    ///
+    /// # Errors
+    /// Whatever `gpu` or `cpu` (evidence collection) returns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn assemble<E>(
+        key_configs: &KeyConfigList,
+        receipt_public_key: ReceiptPublicKey,
+        model_manifest: ModelManifest,
+        platform: Platform,
+        enclave_version: &str,
+        gpu: impl FnOnce(&GpuNonce) -> Result<Vec<Evidence>, E>,
+        cpu: impl FnOnce(&ReportData) -> Result<Evidence, E>,
+        produced_at: OffsetDateTime,
+    ) -> Result<Self, E> {
+        let digest = model_manifest.digest();
+        let core = ClaimsCore {
+            key_configs,
+            receipt_public_key: &receipt_public_key,
+            model_manifest_digest: &digest,
+            platform,
+            enclave_version,
+        };
+        let gpus = gpu(&core.gpu_nonce())?;
+        let cpu = cpu(&core.report_data(&gpu_evidence_digest(&gpus)))?;
+        Ok(Self {
+            version: VERSION,
+            claims: Claims {
+                key_configs: Base64Bytes(key_configs.as_bytes().to_vec()),
+                key_ids: key_configs.configs().iter().map(|c| c.id()).collect(),
+                receipt_public_key,
+                model_manifest,
+                platform,
+                enclave_version: enclave_version.to_owned(),
+            },
+            cpu,
+            gpus,
+            produced_at,
+        })
     }
 
     /// Serialize as pretty JSON.

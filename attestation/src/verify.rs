@@ -58,7 +58,67 @@ impl Default for Policy {
     }
 }
 
+/// Why a policy file was refused: it names the file, and for a syntax error, an unknown
+/// key or a value of the wrong type or length, the line and column.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("policy {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The text is not a policy.
+    #[error("policy {origin}: {message}")]
+    Invalid {
+        /// The file, or `<text>`.
+        origin: String,
+        /// 1-based line of the offending key or value, when known.
+        line: Option<usize>,
+        /// What was wrong, with the line and column.
+        message: String,
+    },
+}
+
 impl Policy {
+    /// Parse a policy from TOML (the annotated example is `attestation/policy.example.toml`).
+    /// Unknown keys, and hex values of the wrong length, are errors naming the line.
+    ///
+    /// # Errors
+    /// [`PolicyError::Invalid`].
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, PolicyError> {
+        toml::from_str::<Self>(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text.get(..span.start).map_or(0, |t| t.matches('\n').count()) + 1);
+            let what = e.message().trim_end().to_owned();
+            let message = match line {
+                Some(line) => format!("line {line}: {what}"),
+                None => what,
+            };
+            PolicyError::Invalid {
+                origin: origin.to_owned(),
+                line,
+                message,
+            }
+        })
+    }
+
+    /// Read and parse a TOML policy file.
+    ///
+    /// # Errors
+    /// [`PolicyError`], naming the file.
+    pub fn load(path: &std::path::Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
     /// The default policy, but accepting the simulated TEE. Development only.
     #[must_use]
     pub fn insecure_allow_sim() -> Self {
@@ -334,14 +394,17 @@ fn steps(
         &policy.launch_measurements,
         &measurement,
     )?;
-    checks.pass(
-        "policy.launch-measurement",
-        if policy.launch_measurements.is_empty() {
-            format!("{measurement} (the policy pins none)")
-        } else {
-            format!("{measurement} is allowed")
-        },
-    );
+    if policy.launch_measurements.is_empty() {
+        checks.warn(
+            "policy.launch-measurement",
+            format!("{measurement}: not checked, the policy pins no launch measurement"),
+        );
+    } else {
+        checks.pass(
+            "policy.launch-measurement",
+            format!("{measurement} is allowed"),
+        );
+    }
     // 6. GPU evidence.
     if let Some(g) = bundle.gpus.first() {
         return Err(VerifyError::UnsupportedPlatform(g.kind()));
@@ -374,14 +437,17 @@ fn steps(
     {
         return Err(VerifyError::ModelNotAllowed(model_manifest_digest));
     }
-    checks.pass(
-        "policy.model-manifest",
-        if policy.model_manifest_digests.is_empty() {
-            format!("{model_manifest_digest} (the policy pins none)")
-        } else {
-            format!("{model_manifest_digest} is allowed")
-        },
-    );
+    if policy.model_manifest_digests.is_empty() {
+        checks.warn(
+            "policy.model-manifest",
+            format!("{model_manifest_digest}: not checked, the policy pins no model manifest"),
+        );
+    } else {
+        checks.pass(
+            "policy.model-manifest",
+            format!("{model_manifest_digest} is allowed"),
+        );
+    }
     Ok(Verified(EnclaveIdentity {
         key_configs,
         receipt_public_key: claims.receipt_public_key,

@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use time::OffsetDateTime;
-use veil_attestation::bundle::{self, Bundle, Claims, Evidence, GpuEvidence};
+use veil_attestation::bundle::{self, Bundle, Evidence, GpuEvidence};
 use veil_attestation::bytes::{Base64Bytes, Sha256Digest};
 use veil_attestation::channel::{
     AeadKind, KeyConfigList, Limits, Request, Response, ServerKeys, Target,
@@ -98,31 +98,17 @@ impl Enclave {
     }
 
     fn bundle(&self, at: OffsetDateTime) -> Bundle {
-        let list = self.keys.configs();
-        let pk = self.receipts.public_key();
-        let digest = self.manifest.digest();
-        let core = ClaimsCore {
-            key_configs: list,
-            receipt_public_key: &pk,
-            model_manifest_digest: &digest,
-            platform: Platform::Sim,
-            enclave_version: "0.1.0",
-        };
-        let rd = core.report_data(&bundle::gpu_evidence_digest(&[]));
-        Bundle {
-            version: bundle::VERSION,
-            claims: Claims {
-                key_configs: Base64Bytes(list.as_bytes().to_vec()),
-                key_ids: list.configs().iter().map(|c| c.id()).collect(),
-                receipt_public_key: pk,
-                model_manifest: self.manifest.clone(),
-                platform: Platform::Sim,
-                enclave_version: "0.1.0".into(),
-            },
-            cpu: Evidence::Sim(self.sim.evidence(&rd)),
-            gpus: vec![],
-            produced_at: at,
-        }
+        Bundle::assemble(
+            self.keys.configs(),
+            self.receipts.public_key(),
+            self.manifest.clone(),
+            Platform::Sim,
+            "0.1.0",
+            |_| Ok::<_, std::convert::Infallible>(vec![]),
+            |rd| Ok(Evidence::Sim(self.sim.evidence(rd))),
+            at,
+        )
+        .unwrap()
     }
 }
 

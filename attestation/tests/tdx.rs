@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use veil_attestation::bytes::Measurement;
 use veil_attestation::checks::{Checks, Outcome};
 use veil_attestation::tdx::tcb::{self, PckExtensions};
 use veil_attestation::tdx::{self, Collateral, Quote, TcbStatus, TdxError, TdxPolicy};
@@ -719,8 +720,8 @@ fn policy_on_real_quote() {
     // Measurements: an allow-list without the quote's MRTD / RTMR fails, naming it.
     let mrtd = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7";
     let pinned = TdxPolicy {
-        mr_td: vec![mrtd.to_uppercase()],
-        xfam: vec!["e702060000000000".to_owned()],
+        mr_td: vec![mrtd.to_uppercase().parse().unwrap()],
+        xfam: vec!["e702060000000000".parse().unwrap()],
         ..TdxPolicy::default()
     };
     let (result, _) = run(
@@ -733,28 +734,28 @@ fn policy_on_real_quote() {
     for (policy, check) in [
         (
             TdxPolicy {
-                mr_td: vec!["00".repeat(48)],
+                mr_td: vec![Measurement([0x00; 48])],
                 ..TdxPolicy::default()
             },
             "policy.mrtd",
         ),
         (
             TdxPolicy {
-                rtmr1: vec!["00".repeat(48)],
+                rtmr1: vec![Measurement([0x00; 48])],
                 ..TdxPolicy::default()
             },
             "policy.rtmr1",
         ),
         (
             TdxPolicy {
-                xfam: vec!["0300000000000000".to_owned()],
+                xfam: vec!["0300000000000000".parse().unwrap()],
                 ..TdxPolicy::default()
             },
             "policy.xfam",
         ),
         (
             TdxPolicy {
-                mr_owner: vec!["11".repeat(48)],
+                mr_owner: vec![Measurement([0x11; 48])],
                 ..TdxPolicy::default()
             },
             "policy.mrowner",

@@ -367,7 +367,13 @@ impl Client {
         Ok((status, v))
     }
 
-    async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
+    /// `GET path` on the gateway (or enclave) URL this client was made with, returning the
+    /// status and the body (at most the client's response limit). Nothing is verified:
+    /// this is how `veil-verify bundle URL` fetches a bundle to judge it.
+    ///
+    /// # Errors
+    /// [`ClientError::Transport`] when the URL cannot be reached.
+    pub async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
         self.get_if(path, None).await.map(|(s, _, b)| (s, b))
     }
 

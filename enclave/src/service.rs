@@ -23,10 +23,10 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
-use veil_attestation::bundle::{self, Bundle, Claims};
-use veil_attestation::bytes::{Base64Bytes, Sha256Digest};
+use veil_attestation::bundle::Bundle;
+use veil_attestation::bytes::Sha256Digest;
 use veil_attestation::channel::{self, ChannelError, Headers, KeyId, Limits, ServerKeys};
-use veil_attestation::claims::{ClaimsCore, ModelManifest, Platform};
+use veil_attestation::claims::{ModelManifest, Platform};
 use veil_attestation::receipt::{Receipt, ReceiptSigner};
 use zeroize::Zeroizing;
 
@@ -177,38 +177,16 @@ impl Enclave {
     /// # Errors
     /// When evidence collection fails; the previous bundle stays served.
     pub fn refresh_bundle(&self) -> anyhow::Result<()> {
-        let digest = self.manifest.digest();
-        let receipt_key = self.signer.public_key();
-        let core = ClaimsCore {
-            key_configs: self.keys.configs(),
-            receipt_public_key: &receipt_key,
-            model_manifest_digest: &digest,
-            platform: self.platform,
-            enclave_version: &self.settings.version,
-        };
-        let gpus = self.gpu.evidence(&core.gpu_nonce())?;
-        let report_data = core.report_data(&bundle::gpu_evidence_digest(&gpus));
-        let cpu = self.cpu.evidence(&report_data)?;
-        let b = Bundle {
-            version: bundle::VERSION,
-            claims: Claims {
-                key_configs: Base64Bytes(self.keys.configs().as_bytes().to_vec()),
-                key_ids: self
-                    .keys
-                    .configs()
-                    .configs()
-                    .iter()
-                    .map(channel::KeyConfig::id)
-                    .collect(),
-                receipt_public_key: receipt_key,
-                model_manifest: self.manifest.clone(),
-                platform: self.platform,
-                enclave_version: self.settings.version.clone(),
-            },
-            cpu,
-            gpus,
-            produced_at: OffsetDateTime::now_utc(),
-        };
+        let b = Bundle::assemble(
+            self.keys.configs(),
+            self.signer.public_key(),
+            self.manifest.clone(),
+            self.platform,
+            &self.settings.version,
+            |nonce| self.gpu.evidence(nonce),
+            |report_data| self.cpu.evidence(report_data),
+            OffsetDateTime::now_utc(),
+        )?;
         let json = b.to_json()?;
         *self
             .bundle_json

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bundle;
+mod ear;
 mod output;
 mod snp;
 mod tdx;
@@ -23,6 +25,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Verify a whole attestation bundle (from a file, a gateway or an enclave) against
+    /// a TOML policy: CPU and GPU evidence, key binding, models, age.
+    Bundle(bundle::Args),
     /// Verify an AMD SEV-SNP attestation report with its VCEK or VLEK, offline.
     SnpReport(snp::Args),
     /// Verify an Intel TDX quote with its DCAP collateral, offline.
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Bundle(args) => bundle::run(&args),
         Command::SnpReport(args) => snp::run(&args),
         Command::TdxQuote(args) => tdx::run(&args),
     }

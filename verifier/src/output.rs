@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use veil_attestation::checks::{Checks, Outcome};
+use veil_attestation::verify::Policy;
 
 /// Exit code 1: the evidence did not verify.
 #[must_use]
@@ -44,6 +45,13 @@ pub fn at(arg: Option<&str>) -> Result<OffsetDateTime, String> {
     }
 }
 
+/// A time as RFC 3339 (or Unix seconds, for a time RFC 3339 cannot write).
+#[must_use]
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
 /// `--report-data`: 128 hex digits, or nothing to check.
 ///
 /// # Errors
@@ -57,17 +65,16 @@ pub fn report_data(arg: Option<&str>) -> Result<Option<[u8; 64]>, String> {
         .ok_or_else(|| "--report-data must be 64 bytes (128 hex digits)".to_owned())
 }
 
-/// `--policy`: a platform policy as JSON, or its default.
+/// `--policy`: a TOML policy (the type the client, the gateway and `veil-verify bundle`
+/// read), or the default policy.
 ///
 /// # Errors
-/// When the file cannot be read or is not that policy (unknown keys included).
-pub fn json_policy<T: serde::de::DeserializeOwned + Default>(
-    path: Option<&std::path::Path>,
-) -> Result<T, String> {
-    let Some(path) = path else {
-        return Ok(T::default());
-    };
-    serde_json::from_slice(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))
+/// When the file cannot be read or is not a policy (the message names the line).
+pub fn policy(path: Option<&std::path::Path>) -> Result<Policy, String> {
+    match path {
+        None => Ok(Policy::default()),
+        Some(path) => Policy::load(path).map_err(|e| e.to_string()),
+    }
 }
 
 /// Print the checks (one line each, or one JSON document with `facts`, what the

@@ -36,7 +36,8 @@ pub struct Args {
     /// The expected REPORT_DATA (128 hex digits); not checked when absent.
     #[arg(long)]
     pub report_data: Option<String>,
-    /// An SnpPolicy as JSON; the default policy when absent.
+    /// A policy (TOML, as for `veil-verify bundle`), whose `[snp]` section applies; the
+    /// default policy when absent.
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// Print one JSON document instead of one line per check.
@@ -78,8 +79,8 @@ pub fn run(args: &Args) -> ExitCode {
             Err(e) => return output::usage_error(e),
         }
     }
-    let mut policy: SnpPolicy = match output::json_policy(args.policy.as_deref()) {
-        Ok(p) => p,
+    let mut policy: SnpPolicy = match output::policy(args.policy.as_deref()) {
+        Ok(p) => p.snp,
         Err(e) => return output::usage_error(e),
     };
     if args.product.is_some() {

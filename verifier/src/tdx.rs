@@ -25,7 +25,8 @@ pub struct Args {
     /// The expected REPORTDATA (128 hex digits); not checked when absent.
     #[arg(long)]
     pub report_data: Option<String>,
-    /// A TdxPolicy as JSON; the default policy when absent.
+    /// A policy (TOML, as for `veil-verify bundle`), whose `[tdx]` section applies; the
+    /// default policy when absent.
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// Print one JSON document instead of one line per check.
@@ -136,8 +137,8 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(rd) => rd,
         Err(e) => return output::usage_error(e),
     };
-    let policy: TdxPolicy = match output::json_policy(args.policy.as_deref()) {
-        Ok(p) => p,
+    let policy: TdxPolicy = match output::policy(args.policy.as_deref()) {
+        Ok(p) => p.tdx,
         Err(e) => return output::usage_error(e),
     };
     let dir = collateral_dir(args);

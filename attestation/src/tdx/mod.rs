@@ -24,7 +24,7 @@ use ring::signature::ECDSA_P256_SHA256_FIXED;
 use time::OffsetDateTime;
 
 pub use collateral::Collateral;
-pub use policy::TdxPolicy;
+pub use policy::{TdxPolicy, Xfam};
 pub use quote::{Quote, TdReport};
 pub use tcb::TcbStatus;
 

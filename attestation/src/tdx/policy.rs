@@ -6,15 +6,24 @@ use serde::{Deserialize, Serialize};
 use super::TdxError;
 use super::quote::TdReport;
 use super::tcb::TcbStatus;
+use crate::bytes::{Measurement, hex_newtype};
 use crate::checks::Checks;
+
+hex_newtype!(
+    /// The 8-byte XFAM of a TD report (the extended features the TD may use).
+    Xfam,
+    8,
+    "8-byte XFAM"
+);
 
 /// TD attribute bit 0: DEBUG (TUD).
 const TD_ATTR_DEBUG: u64 = 1;
 /// TD attribute bit 28: SEPT_VE_DISABLE.
 const TD_ATTR_SEPT_VE_DISABLE: u64 = 1 << 28;
 
-/// TDX policy. Lists of allowed values are hex strings (any case); an empty list
-/// allows any value.
+/// TDX policy. Lists of allowed values are hex strings (any case) of the register's
+/// exact length (48 bytes for the measurement registers, 8 for XFAM); a value of another
+/// length is refused when the policy is read. An empty list allows any value.
 ///
 /// The default accepts TCB status `UpToDate`, and `SWHardeningNeeded` with a warning:
 /// the latter says the platform is fully patched but that some advisories call for
@@ -35,25 +44,25 @@ pub struct TdxPolicy {
     /// Require TD attribute SEPT_VE_DISABLE.
     pub require_sept_ve_disable: bool,
     /// Allowed XFAM values (8 bytes hex).
-    pub xfam: Vec<String>,
+    pub xfam: Vec<Xfam>,
     /// Allowed MRTD values (48 bytes hex).
-    pub mr_td: Vec<String>,
+    pub mr_td: Vec<Measurement>,
     /// Allowed RTMR0 values.
-    pub rtmr0: Vec<String>,
+    pub rtmr0: Vec<Measurement>,
     /// Allowed RTMR1 values.
-    pub rtmr1: Vec<String>,
+    pub rtmr1: Vec<Measurement>,
     /// Allowed RTMR2 values.
-    pub rtmr2: Vec<String>,
+    pub rtmr2: Vec<Measurement>,
     /// Allowed RTMR3 values.
-    pub rtmr3: Vec<String>,
+    pub rtmr3: Vec<Measurement>,
     /// Allowed MRCONFIGID values.
-    pub mr_config_id: Vec<String>,
+    pub mr_config_id: Vec<Measurement>,
     /// Allowed MROWNER values.
-    pub mr_owner: Vec<String>,
+    pub mr_owner: Vec<Measurement>,
     /// Allowed MROWNERCONFIG values.
-    pub mr_owner_config: Vec<String>,
+    pub mr_owner_config: Vec<Measurement>,
     /// Allowed MRSEAM values (TDX module measurements).
-    pub mr_seam: Vec<String>,
+    pub mr_seam: Vec<Measurement>,
 }
 
 impl Default for TdxPolicy {
@@ -77,13 +86,19 @@ impl Default for TdxPolicy {
     }
 }
 
-fn allowed(checks: &mut Checks, name: &str, list: &[String], value: &[u8]) -> Result<(), TdxError> {
+fn allowed<T: AsRef<[u8]>>(
+    checks: &mut Checks,
+    name: &str,
+    list: &[T],
+    value: &[u8],
+) -> Result<(), TdxError> {
     let found = hex::encode(value);
     if list.is_empty() {
         checks.pass(name, format!("{found} (any allowed)"));
         return Ok(());
     }
-    if list.iter().any(|v| v.trim().eq_ignore_ascii_case(&found)) {
+    let matches = |v: &T| -> bool { subtle::ConstantTimeEq::ct_eq(v.as_ref(), value).into() };
+    if list.iter().any(matches) {
         checks.pass(name, format!("{found} is allowed"));
         Ok(())
     } else {
