@@ -58,12 +58,7 @@ impl Conn {
         let api_key = self.api_key.clone().or_else(|| stored.api_key.clone());
         let policy_file = self.policy.clone().or_else(|| stored.policy.clone());
         let mut policy = match &policy_file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                toml::from_str::<Policy>(&text)
-                    .with_context(|| format!("policy {}", p.display()))?
-            }
+            Some(p) => Policy::load(p)?,
             None => Policy::default(),
         };
         if self.insecure_allow_sim {
@@ -435,9 +430,7 @@ fn configure(action: ConfigAction) -> anyhow::Result<()> {
                 _ => {
                     let p = std::fs::canonicalize(&value)
                         .with_context(|| format!("policy file {value}"))?;
-                    let text = std::fs::read_to_string(&p)?;
-                    toml::from_str::<Policy>(&text)
-                        .with_context(|| format!("policy {}", p.display()))?;
+                    Policy::load(&p)?;
                     c.policy = Some(p);
                 }
             }

@@ -235,10 +235,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
     let tls_key = args.tls_key.or(file.tls_key);
     let tls = tls::server_config(tls_cert.as_deref(), tls_key.as_deref())?;
     let mut policy = match &args.policy {
-        Some(p) => toml::from_str::<Policy>(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("parsing the policy {}", p.display()))?,
+        Some(p) => Policy::load(p)?,
         None => file.policy.clone().unwrap_or_default(),
     };
     if args.insecure_allow_sim || file.insecure_allow_sim {
