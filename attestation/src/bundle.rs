@@ -146,6 +146,11 @@ pub struct GpuEvidence {
     pub report: Base64Bytes,
     /// The device certificate chain, PEM.
     pub certificate_chain: Base64Bytes,
+    /// DER OCSP responses for the device chain, where the host could obtain them (they
+    /// are signed by NVIDIA, so they need no binding; verifiers refuse GPU evidence
+    /// without them unless their policy allows it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ocsp: Vec<Base64Bytes>,
 }
 
 /// The canonical bytes of a bundle's GPU evidence, whose SHA-256 enters the report

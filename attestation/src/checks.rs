@@ -82,6 +82,15 @@ impl Checks {
         });
     }
 
+    /// Append `other`'s checks, each name prefixed with `prefix` and a dot (`gpu0.`), so
+    /// a sub-verifier's trail joins a bundle's.
+    pub fn append_prefixed(&mut self, prefix: &str, other: Checks) {
+        for mut check in other.0 {
+            check.name = format!("{prefix}.{}", check.name);
+            self.0.push(check);
+        }
+    }
+
     /// The checks, in order.
     #[must_use]
     pub fn as_slice(&self) -> &[Check] {

@@ -56,6 +56,7 @@ fn claims_core_matches_the_committed_vector() {
     let gpu = vec![Evidence::NvidiaGpu(GpuEvidence {
         report: Base64Bytes(common::hex_field(inp, &["gpu_one_report_hex"])),
         certificate_chain: Base64Bytes(common::hex_field(inp, &["gpu_one_certificate_chain_hex"])),
+        ocsp: vec![],
     })];
     for (case, gpus) in exp["cases"].as_array().unwrap().iter().zip([vec![], gpu]) {
         assert_eq!(

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 
 mod bundle;
 mod ear;
+mod measure;
 mod output;
+mod policy;
 mod snp;
 mod tdx;
 
@@ -28,6 +30,13 @@ enum Command {
     /// Verify a whole attestation bundle (from a file, a gateway or an enclave) against
     /// a TOML policy: CPU and GPU evidence, key binding, models, age.
     Bundle(bundle::Args),
+    /// Compute the expected launch measurement (SEV-SNP launch digest, TDX MRTD/RTMRs)
+    /// from a VM's firmware, kernel, initrd, command line and vCPUs.
+    #[command(subcommand)]
+    Measure(measure::Platform),
+    /// Policies: write one from an image manifest.
+    #[command(subcommand)]
+    Policy(policy::Command),
     /// Verify an AMD SEV-SNP attestation report with its VCEK or VLEK, offline.
     SnpReport(snp::Args),
     /// Verify an Intel TDX quote with its DCAP collateral, offline.
@@ -49,6 +58,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Bundle(args) => bundle::run(&args),
+        Command::Measure(platform) => measure::run(&platform),
+        Command::Policy(command) => policy::run(&command),
         Command::SnpReport(args) => snp::run(&args),
         Command::TdxQuote(args) => tdx::run(&args),
     }

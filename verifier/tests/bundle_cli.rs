@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::Value;
 use time::OffsetDateTime;
 use veil_attestation::bundle::{Bundle, Evidence};
-use veil_attestation::bytes::Sha256Digest;
+use veil_attestation::bytes::{Measurement, Sha256Digest};
 use veil_attestation::channel::ServerKeys;
 use veil_attestation::claims::{ModelManifest, Platform};
 use veil_attestation::receipt::ReceiptSigner;
@@ -38,9 +38,14 @@ fn veil_verify(args: &[&str]) -> Run {
 }
 
 fn sim_bundle(manifest_file: &[u8]) -> Value {
+    sim_bundle_measuring(manifest_file, Measurement([0; 48]))
+}
+
+/// A bundle whose simulated platform reports `measurement` as its launch measurement.
+fn sim_bundle_measuring(manifest_file: &[u8], measurement: Measurement) -> Value {
     let keys = ServerKeys::generate().unwrap();
     let receipts = ReceiptSigner::generate().unwrap();
-    let sim = SimPlatform::new().unwrap();
+    let sim = SimPlatform::with_measurement(measurement).unwrap();
     let mut manifest = ModelManifest::default();
     manifest
         .files
@@ -120,7 +125,11 @@ fn a_sim_bundle_verifies_only_under_a_policy_that_allows_sim() {
         "pass  evidence.age",
         "bundle: VALID, with warnings",
     ] {
-        assert!(allowed.stdout.contains(line), "{line} in:\n{}", allowed.stdout);
+        assert!(
+            allowed.stdout.contains(line),
+            "{line} in:\n{}",
+            allowed.stdout
+        );
     }
 
     // The EAR-style result: stable keys, the tiers, the digest of what was judged.
@@ -140,7 +149,10 @@ fn a_sim_bundle_verifies_only_under_a_policy_that_allows_sim() {
         Sha256Digest::of(&std::fs::read(&file).unwrap())
     );
     assert_eq!(cpu["veil.evidence-digest"], digest);
-    let policy_digest = format!("sha256:{}", Sha256Digest::of(b"insecure_allow_sim = true\n"));
+    let policy_digest = format!(
+        "sha256:{}",
+        Sha256Digest::of(b"insecure_allow_sim = true\n")
+    );
     assert_eq!(ear["veil.policy-digest"], policy_digest);
     assert!(cpu["veil.checks"].as_array().unwrap().len() >= 8);
 
@@ -317,4 +329,84 @@ fn bundles_are_fetched_from_an_enclave_or_a_gateway() {
     };
     let run = veil_verify(&["bundle", &closed]);
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+}
+
+#[test]
+fn a_policy_from_an_image_manifest_pins_its_measurements_and_models() {
+    let dir = Dir::new("manifest");
+    // The launch digest sev-snp-measure expects for one of its cases, as an image build
+    // would record it.
+    let cases: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/testdata/measure/snp-launch-digest-cases.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let digest = cases["sev_snp_measure_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "test_snp_with_multiple_vcpus_default")
+        .unwrap()["expected_launch_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let measurement: Measurement = digest.parse().unwrap();
+    let bundle = sim_bundle_measuring(b"weights", measurement);
+    let model_digest = bundle["claims"]["model_manifest"].clone();
+    let model_digest = serde_json::from_value::<ModelManifest>(model_digest)
+        .unwrap()
+        .digest();
+    let manifest = serde_json::json!({
+        "version": 1,
+        "image": "veil-test",
+        "model_manifest_digest": model_digest.to_string(),
+        "snp": [{"firmware": "OVMF.fd", "vcpus": 2, "vcpu_type": "EPYC-v4",
+                 "launch_measurement": digest}],
+    });
+    let manifest_file = dir.write("manifest.json", manifest.to_string().as_bytes());
+    let run = veil_verify(&["policy", "from-manifest", &manifest_file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.starts_with("# veil attestation policy for image \"veil-test\""));
+    assert!(run.stdout.contains(&digest));
+    let policy = veil_attestation::verify::Policy::from_toml(&run.stdout, "generated").unwrap();
+    assert_eq!(policy.launch_measurements, vec![measurement]);
+    assert_eq!(policy.model_manifest_digests, vec![model_digest]);
+    assert!(!policy.insecure_allow_sim);
+
+    // That policy (allowing sim, for this test) passes the matching bundle with both
+    // pins checked, and fails one from another image or with other models.
+    let policy_file = dir.write(
+        "policy.toml",
+        run.stdout
+            .replace("insecure_allow_sim = false", "insecure_allow_sim = true")
+            .as_bytes(),
+    );
+    let file = dir.write("bundle.json", bundle.to_string().as_bytes());
+    let ok = veil_verify(&["bundle", &file, "--policy", &policy_file]);
+    assert_eq!(ok.code, 0, "{}", ok.stdout);
+    assert!(ok.stdout.contains("pass  policy.launch-measurement"));
+    assert!(ok.stdout.contains("pass  policy.model-manifest"));
+    let other = sim_bundle_measuring(b"weights", Measurement([7; 48]));
+    let file = dir.write("other.json", other.to_string().as_bytes());
+    let run2 = veil_verify(&["bundle", &file, "--policy", &policy_file]);
+    assert_eq!(failed_check(&run2), "policy.launch-measurement");
+    let other = sim_bundle_measuring(b"other weights", measurement);
+    let file = dir.write("models.json", other.to_string().as_bytes());
+    let run2 = veil_verify(&["bundle", &file, "--policy", &policy_file]);
+    assert_eq!(failed_check(&run2), "policy.model-manifest");
+
+    // A manifest value of the wrong length, or an unknown field, is refused.
+    let mut bad = manifest.clone();
+    bad["snp"][0]["launch_measurement"] = "abcd".into();
+    let bad_file = dir.write("bad.json", bad.to_string().as_bytes());
+    let run = veil_verify(&["policy", "from-manifest", &bad_file]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("snp[0].launch_measurement"), "{}", run.stderr);
+    let mut bad = manifest;
+    bad["extra"] = 1.into();
+    let bad_file = dir.write("bad2.json", bad.to_string().as_bytes());
+    assert_eq!(veil_verify(&["policy", "from-manifest", &bad_file]).code, 2);
 }
