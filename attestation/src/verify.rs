@@ -91,9 +91,11 @@ impl Policy {
     /// [`PolicyError::Invalid`].
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, PolicyError> {
         toml::from_str::<Self>(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| text.get(..span.start).map_or(0, |t| t.matches('\n').count()) + 1);
+            let line = e.span().map(|span| {
+                text.get(..span.start)
+                    .map_or(0, |t| t.matches('\n').count())
+                    + 1
+            });
             let what = e.message().trim_end().to_owned();
             let message = match line {
                 Some(line) => format!("line {line}: {what}"),

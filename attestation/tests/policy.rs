@@ -18,7 +18,10 @@ fn refused(text: &str) -> (Option<usize>, String) {
 fn the_annotated_example_is_the_default_policy() {
     let example = Policy::from_toml(EXAMPLE, "policy.example.toml").unwrap();
     assert_eq!(example, Policy::default());
-    assert!(!example.insecure_allow_sim, "sim is never allowed by default");
+    assert!(
+        !example.insecure_allow_sim,
+        "sim is never allowed by default"
+    );
 }
 
 #[test]
@@ -42,7 +45,10 @@ fn a_measurement_of_the_wrong_length_is_refused_naming_its_line() {
     let (line, message) = refused(&text);
     // The line of the key whose list holds the bad value.
     assert_eq!(line, Some(2), "{message}");
-    assert!(message.contains("48"), "names the expected length: {message}");
+    assert!(
+        message.contains("48"),
+        "names the expected length: {message}"
+    );
     assert!(message.contains("found 47"), "and what it found: {message}");
 
     for (section, key) in [
@@ -74,7 +80,10 @@ fn pinned_values_round_trip_in_any_case() {
     assert_eq!(policy.tdx.mr_td[0].to_string(), mrtd.to_lowercase());
     assert_eq!(policy.tdx.xfam[0].as_bytes(), &[0xe7, 2, 6, 0, 0, 0, 0, 0]);
     assert_eq!(policy.snp.min_tcb.snp, 22);
-    assert_eq!(policy.snp.min_tcb.tee, 0, "other components keep their default");
+    assert_eq!(
+        policy.snp.min_tcb.tee, 0,
+        "other components keep their default"
+    );
     // A wrong type names its line as well.
     let (line, _) = refused("max_evidence_age_seconds = \"a day\"\n");
     assert_eq!(line, Some(1));

@@ -72,10 +72,8 @@ pub fn run(args: &Args) -> ExitCode {
         _ => vec![bytes],
     };
 
-    let trails: Vec<(Checks, Value, String)> = items
-        .iter()
-        .map(|item| judge(item, &policy, at))
-        .collect();
+    let trails: Vec<(Checks, Value, String)> =
+        items.iter().map(|item| judge(item, &policy, at)).collect();
     let several = trails.len() > 1;
     let mut submods = Vec::new();
     for (index, (checks, claims, digest)) in trails.iter().enumerate() {
@@ -202,8 +200,8 @@ fn fetch(source: &str) -> Result<Vec<u8>, String> {
         .build()
         .map_err(|e| format!("starting the HTTP client: {e}"))?;
     runtime.block_on(async {
-        let client = veil_client::Client::new(base, None, Policy::default())
-            .map_err(|e| e.to_string())?;
+        let client =
+            veil_client::Client::new(base, None, Policy::default()).map_err(|e| e.to_string())?;
         let paths: Vec<&str> = match path {
             Some(p) => vec![p],
             // A gateway first, then an enclave.
@@ -211,10 +209,7 @@ fn fetch(source: &str) -> Result<Vec<u8>, String> {
         };
         let mut last = String::new();
         for p in paths {
-            let (status, body) = client
-                .get(p)
-                .await
-                .map_err(|e| format!("{base}{p}: {e}"))?;
+            let (status, body) = client.get(p).await.map_err(|e| format!("{base}{p}: {e}"))?;
             if status == 200 {
                 return Ok(body);
             }
@@ -242,7 +237,10 @@ mod tests {
 
     #[test]
     fn urls_split_into_base_and_path() {
-        assert_eq!(split_url("http://127.0.0.1:8080"), ("http://127.0.0.1:8080", None));
+        assert_eq!(
+            split_url("http://127.0.0.1:8080"),
+            ("http://127.0.0.1:8080", None)
+        );
         assert_eq!(split_url("http://h:1/"), ("http://h:1", None));
         assert_eq!(
             split_url("https://h/v1/attestation"),

@@ -42,11 +42,7 @@ pub fn claim_of(check: &str) -> &'static str {
     let name = check.rsplit('/').next().unwrap_or(check);
     let name = name.split_once('.').map_or(name, |(head, tail)| {
         // "gpu0.signature" → "signature"-style names of the GPU verifier.
-        if is_gpu(head) {
-            tail
-        } else {
-            name
-        }
+        if is_gpu(head) { tail } else { name }
     });
     const EXECUTABLES: &[&str] = &[
         "policy.launch-measurement",
@@ -252,7 +248,11 @@ mod tests {
         assert_eq!(v["ear.status"], "warning");
         assert_eq!(v["ear.trustworthiness-vector"]["hardware"], 2);
         assert_eq!(v["ear.trustworthiness-vector"]["executables"], 32);
-        assert!(v["ear.trustworthiness-vector"].get("configuration").is_none());
+        assert!(
+            v["ear.trustworthiness-vector"]
+                .get("configuration")
+                .is_none()
+        );
         checks.fail("evidence.age", "too old");
         let (cpu, _) = split(&checks);
         let cpu = Submodule {
@@ -262,6 +262,9 @@ mod tests {
             evidence_digest: String::new(),
         };
         assert_eq!(cpu.to_value()["ear.status"], "contraindicated");
-        assert_eq!(document(0, "default", &[cpu])["veil.status"], "contraindicated");
+        assert_eq!(
+            document(0, "default", &[cpu])["veil.status"],
+            "contraindicated"
+        );
     }
 }
