@@ -5,6 +5,8 @@
 //! - [`checks`]: the trail of checks a verifier performed, for auditors.
 //! - [`claims`]: `claims-core` and the GPU-nonce and report-data derivations that bind
 //!   the enclave's keys into hardware evidence.
+//! - [`nvidia`]: NVIDIA H100 confidential-computing evidence (SPDM measurements, the
+//!   device chain to the pinned NVIDIA root, RIMs, OCSP), offline.
 //! - [`receipt`]: signed usage receipts.
 //! - [`bundle`]: the attestation bundle's JSON types.
 //! - [`sim`]: the simulated TEE (development only; rejected by default policies).
@@ -14,14 +16,15 @@
 //! - [`verify`]: bundle verification against a [`verify::Policy`], time passed in.
 //! - [`x509`]: certificates and CRLs for the evidence verifiers.
 //!
-//! What it deliberately does not do (yet): verify SEV-SNP, TDX or NVIDIA evidence.
-//! Bundles carrying them are refused, never accepted unchecked.
+//! What it deliberately does not do (yet): verify the XML signatures of NVIDIA RIMs, so
+//! RIMs count as reference values only when the verifier itself supplies them.
 
 pub mod bundle;
 pub mod bytes;
 pub mod channel;
 pub mod checks;
 pub mod claims;
+pub mod nvidia;
 pub mod receipt;
 pub mod sim;
 pub mod snp;

@@ -18,6 +18,7 @@ use crate::bytes::{Measurement, Sha256Digest};
 use crate::channel::{ChannelError, KeyConfigList};
 use crate::checks::Checks;
 use crate::claims::{ClaimsCore, Platform, ReportData};
+use crate::nvidia::{GpuError, GpuPolicy, References};
 use crate::receipt::ReceiptPublicKey;
 use crate::sim::SimError;
 use crate::snp::{SnpError, SnpPolicy};
@@ -43,6 +44,9 @@ pub struct Policy {
     pub snp: SnpPolicy,
     /// What a TDX quote must show (TCB statuses, TD attributes, registers, ...).
     pub tdx: TdxPolicy,
+    /// What NVIDIA GPU evidence must show (required or not, OCSP, driver and VBIOS
+    /// versions, reference measurements).
+    pub gpu: GpuPolicy,
 }
 
 impl Default for Policy {
@@ -54,6 +58,7 @@ impl Default for Policy {
             launch_measurements: Vec::new(),
             snp: SnpPolicy::default(),
             tdx: TdxPolicy::default(),
+            gpu: GpuPolicy::default(),
         }
     }
 }
@@ -167,6 +172,17 @@ pub enum VerifyError {
     /// Step 5: the TDX quote, its collateral or the TDX policy.
     #[error("TDX evidence: {0}")]
     Tdx(#[from] TdxError),
+    /// Step 6: GPU evidence `index` (0-based) did not verify.
+    #[error("GPU {index} evidence: {source}")]
+    Gpu {
+        /// Which GPU, in the bundle's order.
+        index: usize,
+        /// Why.
+        source: Box<GpuError>,
+    },
+    /// Step 6: the policy requires GPU evidence and the bundle has none.
+    #[error("the policy requires GPU evidence and the bundle carries none")]
+    GpuRequired,
     /// Steps 5 and 6: verification of this platform is not available in this build.
     #[error("verification of {0} evidence is not implemented yet; refusing (fail closed)")]
     UnsupportedPlatform(&'static str),
@@ -407,9 +423,44 @@ fn steps(
             format!("{measurement} is allowed"),
         );
     }
-    // 6. GPU evidence.
-    if let Some(g) = bundle.gpus.first() {
-        return Err(VerifyError::UnsupportedPlatform(g.kind()));
+    // 6. GPU evidence, each requested with the GPU nonce of these claims.
+    if bundle.gpus.is_empty() {
+        if policy.gpu.required {
+            return Err(VerifyError::GpuRequired);
+        }
+        checks.pass(
+            "policy.gpu-required",
+            "no GPU evidence; the policy does not require it",
+        );
+    }
+    let nonce = core.gpu_nonce();
+    for (index, g) in bundle.gpus.iter().enumerate() {
+        let Evidence::NvidiaGpu(gpu) = g else {
+            return Err(VerifyError::NotGpuEvidence(g.kind()));
+        };
+        let ocsp: Vec<Vec<u8>> = gpu.ocsp.iter().map(|o| o.0.clone()).collect();
+        let refs = References {
+            expected_nonce: Some(nonce.as_bytes()),
+            rims: &[],
+            ocsp: &ocsp,
+        };
+        let mut trail = Checks::new();
+        let result = crate::nvidia::verify(
+            &gpu.report.0,
+            &gpu.certificate_chain.0,
+            &refs,
+            &policy.gpu,
+            now,
+            &mut trail,
+        );
+        if result.is_ok() {
+            trail.warn("relay", crate::nvidia::RELAY_CAVEAT);
+        }
+        checks.append_prefixed(&format!("gpu{index}"), trail);
+        result.map_err(|source| VerifyError::Gpu {
+            index,
+            source: Box::new(source),
+        })?;
     }
     // 7. Age.
     let age = (now - bundle.produced_at).whole_seconds();
@@ -523,6 +574,8 @@ impl VerifyError {
             Self::Sim(_) => "sim.signature",
             Self::Snp(_) => "snp",
             Self::Tdx(_) => "tdx",
+            Self::Gpu { .. } => "gpu",
+            Self::GpuRequired => "policy.gpu-required",
             Self::UnsupportedPlatform(_) => "evidence.platform",
             Self::TooOld { .. } | Self::FromTheFuture(_) => "evidence.age",
             Self::ModelNotAllowed(_) => "policy.model-manifest",

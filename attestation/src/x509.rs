@@ -208,6 +208,14 @@ impl Certificate {
         }
         let tbs = &cert.tbs_certificate;
         let subject = tbs.subject.to_string();
+        // x509-parser ignores the unused-bits octet of the signature BIT STRING; one that
+        // is not zero is the same certificate re-encoded (malleable bytes): refused.
+        if cert.signature_value.unused_bits != 0 {
+            return Err(X509Error::Der(format!(
+                "{subject}: signature BIT STRING with {} unused bits",
+                cert.signature_value.unused_bits
+            )));
+        }
         let algorithm = sig_alg(&subject, &cert.signature_algorithm)?;
         // RFC 5280 4.1.1.2: the outer signatureAlgorithm is not signed; it must be the
         // same bytes as the signed one, or a certificate could be altered unnoticed.
@@ -438,6 +446,12 @@ impl Crl {
         let tbs = &crl.tbs_cert_list;
         let issuer = tbs.issuer.to_string();
         let what = format!("CRL of {issuer}");
+        if crl.signature_value.unused_bits != 0 {
+            return Err(X509Error::CrlDer(format!(
+                "{what}: signature BIT STRING with {} unused bits",
+                crl.signature_value.unused_bits
+            )));
+        }
         let algorithm = sig_alg(&what, &crl.signature_algorithm)?;
         Ok(Self {
             signed: Signed {

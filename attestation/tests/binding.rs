@@ -340,3 +340,77 @@ fn bundle_json_is_strict() {
         "errors never echo content: {err}"
     );
 }
+
+/// A bundle carrying real H100 evidence: the bundle binds it (report data over its
+/// digest) and verification checks it with the bundle's own GPU nonce. The sample was
+/// requested with another nonce, so it verifies up to `gpu0.report.nonce` and fails
+/// there, after its signature and chain passed.
+#[test]
+fn gpu_evidence_in_a_bundle_is_verified_with_the_bundles_gpu_nonce() {
+    let e = Enclave::new();
+    let dir = common::testdata("nvidia/nvtrust-h100-pcie-sample");
+    let report = hex::decode(
+        std::fs::read_to_string(dir.join("attestation_report.hex"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let chain = std::fs::read(dir.join("cert_chain.pem")).unwrap();
+    let gpu = Evidence::NvidiaGpu(GpuEvidence {
+        report: Base64Bytes(report),
+        certificate_chain: Base64Bytes(chain),
+        ocsp: vec![],
+    });
+    let b = Bundle::assemble(
+        e.keys.configs(),
+        e.receipts.public_key(),
+        e.manifest.clone(),
+        Platform::Sim,
+        "0.1.0",
+        |_| Ok::<_, std::convert::Infallible>(vec![gpu.clone()]),
+        |rd| Ok(Evidence::Sim(e.sim.evidence(rd))),
+        now(),
+    )
+    .unwrap();
+    let mut policy = Policy::insecure_allow_sim();
+    policy.gpu.allow_missing_ocsp = true;
+    let mut checks = Checks::new();
+    let err = verify_bundle_with_checks(&b, &policy, now(), &mut checks).unwrap_err();
+    assert!(matches!(err, VerifyError::Gpu { index: 0, .. }), "{err}");
+    let outcome = |name: &str| {
+        checks
+            .as_slice()
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.outcome)
+    };
+    assert_eq!(outcome("sim.signature"), Some(Outcome::Pass));
+    assert_eq!(outcome("gpu0.report.signature"), Some(Outcome::Pass));
+    assert_eq!(outcome("gpu0.chain.root"), Some(Outcome::Pass));
+    assert_eq!(outcome("gpu0.report.nonce"), Some(Outcome::Fail));
+    assert_eq!(checks.first_failure().unwrap().name, "gpu0.report.nonce");
+
+    // Under the default GPU policy (no OCSP allowance) it is refused as well.
+    let strict = Policy::insecure_allow_sim();
+    assert!(matches!(
+        verify_bundle(&b, &strict, now()),
+        Err(VerifyError::Gpu { index: 0, .. })
+    ));
+
+    // Swapping the GPU evidence after the fact breaks the CPU binding first.
+    let mut swapped = b.clone();
+    swapped.gpus.clear();
+    assert!(matches!(
+        verify_bundle(&swapped, &policy, now()),
+        Err(VerifyError::Sim(_))
+    ));
+
+    // A policy that requires a GPU refuses a bundle without one.
+    policy.gpu.required = true;
+    let mut checks = Checks::new();
+    assert!(matches!(
+        verify_bundle_with_checks(&e.bundle(now()), &policy, now(), &mut checks),
+        Err(VerifyError::GpuRequired)
+    ));
+    assert_eq!(checks.first_failure().unwrap().name, "policy.gpu-required");
+}

@@ -86,3 +86,8 @@ fn snp_chain_seeds() {
 fn tdx_quote_seeds() {
     replay("tdx_quote", fuzz_checks::tdx_quote);
 }
+
+#[test]
+fn nvidia_report_seeds() {
+    replay("nvidia_report", fuzz_checks::nvidia_report);
+}

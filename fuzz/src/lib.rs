@@ -218,3 +218,44 @@ pub fn tdx_quote(data: &[u8]) -> bool {
     assert_eq!(again.pck_chain_pem, quote.pck_chain_pem, "re-parse");
     true
 }
+
+/// Target `nvidia_report`: an NVIDIA SPDM `GET_MEASUREMENTS` transcript (binary or hex)
+/// parses or is refused, never panics; what parses splits exactly into signed part,
+/// 96-byte signature and tolerated trailing zeros, re-parses the same without them,
+/// and its opaque fields read. The same bytes as a RIM (SWID XML) and as an OCSP
+/// response parse or are refused.
+pub fn nvidia_report(data: &[u8]) -> bool {
+    use veil_attestation::nvidia::{GpuReport, OcspResponse, Rim};
+    let rim = Rim::parse(data).map(|r| r.active_indices()).is_ok();
+    let ocsp = OcspResponse::from_der(data).is_ok();
+    let Ok(report) = GpuReport::from_bytes_or_hex(data) else {
+        return rim || ocsp;
+    };
+    let all = report.as_bytes();
+    let signed = report.signed_bytes();
+    assert_eq!(
+        signed.len() + 96 + report.trailing_zeros,
+        all.len(),
+        "signed part, signature and trailing zeros make the transcript"
+    );
+    assert_eq!(
+        &all[signed.len()..signed.len() + 96],
+        &report.signature[..],
+        "signature position"
+    );
+    assert_eq!(&signed[4..36], &report.request.nonce[..], "nonce position");
+    let exact = &all[..all.len() - report.trailing_zeros];
+    let again = GpuReport::from_bytes(exact).expect("the transcript without trailing zeros parses");
+    assert_eq!(again.blocks, report.blocks, "re-parse");
+    assert_eq!(again.opaque, report.opaque, "re-parse");
+    let _ = (
+        report.opaque.driver_version(),
+        report.opaque.vbios_version(),
+        report.opaque.project(),
+        report.opaque.project_sku(),
+        report.opaque.chip_sku(),
+        report.opaque.board_id(),
+        report.opaque.fwid(),
+    );
+    true
+}

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bundle;
 mod ear;
+mod gpu;
 mod measure;
 mod output;
 mod policy;
@@ -41,6 +42,8 @@ enum Command {
     SnpReport(snp::Args),
     /// Verify an Intel TDX quote with its DCAP collateral, offline.
     TdxQuote(tdx::Args),
+    /// Verify NVIDIA H100 GPU evidence (SPDM measurements) with its device chain, offline.
+    Gpu(gpu::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,5 +65,6 @@ fn main() -> ExitCode {
         Command::Policy(command) => policy::run(&command),
         Command::SnpReport(args) => snp::run(&args),
         Command::TdxQuote(args) => tdx::run(&args),
+        Command::Gpu(args) => gpu::run(&args),
     }
 }

@@ -70,7 +70,10 @@ pub fn from_manifest(path: &Path) -> Result<String, String> {
             .push(hex::<Sha256Digest>("model_manifest_digest", d)?);
     }
     for (i, snp) in manifest.snp.iter().enumerate() {
-        let m: Measurement = hex(&format!("snp[{i}].launch_measurement"), &snp.launch_measurement)?;
+        let m: Measurement = hex(
+            &format!("snp[{i}].launch_measurement"),
+            &snp.launch_measurement,
+        )?;
         policy.launch_measurements.push(m);
     }
     for (i, tdx) in manifest.tdx.iter().enumerate() {

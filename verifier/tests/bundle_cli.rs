@@ -369,7 +369,10 @@ fn a_policy_from_an_image_manifest_pins_its_measurements_and_models() {
     let manifest_file = dir.write("manifest.json", manifest.to_string().as_bytes());
     let run = veil_verify(&["policy", "from-manifest", &manifest_file]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.starts_with("# veil attestation policy for image \"veil-test\""));
+    assert!(
+        run.stdout
+            .starts_with("# veil attestation policy for image \"veil-test\"")
+    );
     assert!(run.stdout.contains(&digest));
     let policy = veil_attestation::verify::Policy::from_toml(&run.stdout, "generated").unwrap();
     assert_eq!(policy.launch_measurements, vec![measurement]);
@@ -404,7 +407,11 @@ fn a_policy_from_an_image_manifest_pins_its_measurements_and_models() {
     let bad_file = dir.write("bad.json", bad.to_string().as_bytes());
     let run = veil_verify(&["policy", "from-manifest", &bad_file]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("snp[0].launch_measurement"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("snp[0].launch_measurement"),
+        "{}",
+        run.stderr
+    );
     let mut bad = manifest;
     bad["extra"] = 1.into();
     let bad_file = dir.write("bad2.json", bad.to_string().as_bytes());
