@@ -322,9 +322,9 @@ fn vbios_rim_matches_all_twelve() {
         panic!("one RIM result");
     };
     assert_eq!(only.matched.len(), 12);
-    assert!(!only.signature_verified, "RIM signatures are not verified");
+    assert!(only.signature_verified);
     assert_eq!(outcome(&checks, "rim.vbios.version"), Some(Outcome::Pass));
-    assert_eq!(outcome(&checks, "rim.vbios.signature"), Some(Outcome::Warn));
+    assert_eq!(outcome(&checks, "rim.vbios.signature"), Some(Outcome::Pass));
     assert_eq!(
         outcome(&checks, "rim.vbios.measurements"),
         Some(Outcome::Pass)
@@ -335,21 +335,33 @@ fn vbios_rim_matches_all_twelve() {
         require_rims: true,
         ..lenient()
     };
-    let (result, checks) = run(s, &[r], &policy, TODAY);
+    let (result, checks) = run(
+        s,
+        std::slice::from_ref(&r),
+        &policy,
+        datetime!(2024-06-22 0:00 UTC),
+    );
     assert_failed(&result, &checks, "policy.rims");
+
+    // Today the RIM's signing chain has expired (its L4 signer in 2025, the L3 CA on
+    // 2026-11-11): the RIM is refused before its values are used.
+    let (result, checks) = run(s, &[r], &lenient(), TODAY);
+    assert_failed(&result, &checks, "rim.vbios.signature");
 }
 
-fn rim_failure(dir: &str, rim_file: &str) -> (GpuError, Checks) {
-    let (result, checks) = run(sample(dir), &[rim(rim_file)], &lenient(), TODAY);
+/// Verification with one RIM at `at`, a time its signing chain was valid.
+fn rim_failure_at(dir: &str, rim_file: &str, at: OffsetDateTime) -> (GpuError, Checks) {
+    let (result, checks) = run(sample(dir), &[rim(rim_file)], &lenient(), at);
     let err = result.clone().unwrap_err();
     (err, checks)
 }
 
 #[test]
 fn mismatching_rims_name_the_indices() {
-    let (err, checks) = rim_failure(
+    let (err, checks) = rim_failure_at(
         "trustee-coco-ci-h100",
         "trustee-coco-ci-h100/rim_vbios_1010_0200_882_960074001A_PROD.swidtag",
+        datetime!(2024-09-05 0:00 UTC),
     );
     assert_eq!(err.check(), "rim.vbios.measurements");
     let GpuError::Rim {
@@ -378,25 +390,32 @@ fn mismatching_rims_name_the_indices() {
         "rim.vbios.measurements"
     );
 
-    let (err, _) = rim_failure(
+    let (err, _) = rim_failure_at(
         "attestation-sdk-h100-535-vbios-match",
         "attestation-sdk-h100-535-vbios-match/negative/rim_vbios_1010_0200_882_96005E0001_measurement_mismatch.xml",
+        datetime!(2024-12-12 0:00 UTC),
     );
     assert!(
         matches!(&err, GpuError::Rim { indices, .. } if indices == &[9]),
         "{err}"
     );
 
-    let (err, _) = rim_failure(
+    // The upstream-edited driver RIM: its values differ at 15 indices, but it is
+    // refused first, because its signature no longer covers them.
+    let rel = "attestation-sdk-h100-535-vbios-match/negative/rim_driver_GH100_535.86.09_measurement_mismatch.xml";
+    let s = sample("attestation-sdk-h100-535-vbios-match");
+    let report = GpuReport::from_bytes_or_hex(&read(&format!("{}/{}", s.dir, s.report))).unwrap();
+    assert_eq!(
+        rim(rel).compare(&report).mismatched_indices(),
+        vec![7, 21, 22, 25, 26, 27, 29, 30, 31, 32, 34, 37, 39, 40, 41]
+    );
+    let (err, _) = rim_failure_at(
         "attestation-sdk-h100-535-vbios-match",
-        "attestation-sdk-h100-535-vbios-match/negative/rim_driver_GH100_535.86.09_measurement_mismatch.xml",
+        rel,
+        datetime!(2026-05-24 0:00 UTC),
     );
-    assert_eq!(err.check(), "rim.driver.measurements");
-    assert!(
-        matches!(&err, GpuError::Rim { indices, .. }
-            if indices == &[7, 21, 22, 25, 26, 27, 29, 30, 31, 32, 34, 37, 39, 40, 41]),
-        "{err}"
-    );
+    assert_eq!(err.check(), "rim.driver.signature");
+    assert!(err.to_string().contains("digest"), "{err}");
 }
 
 #[test]
@@ -848,4 +867,83 @@ fn ocsp_responses_are_parsed_verified_and_dated() {
     for garbage in [&b""[..], b"\x30", b"\x30\x03\x0a\x01\x01", &[0x30; 40]] {
         assert!(OcspResponse::from_der(garbage).is_err());
     }
+}
+
+/// Every signed RIM in the samples, at a time its signing chain was valid (PROVENANCE):
+/// the enveloped XML-DSig verifies to the pinned CoRIM root, except the upstream-edited
+/// driver RIM, whose digest does not match.
+#[test]
+fn rim_xml_signatures_verify_as_provenance_says() {
+    use veil_attestation::nvidia::xmldsig::{XmlDsigError, verify_enveloped};
+    let root = nvidia::rim_root().unwrap();
+    let text = |rel: &str| String::from_utf8(read(rel)).unwrap();
+    for (rel, at) in [
+        (
+            "nvtrust-h100-pcie-sample/rim_driver_test_no_gpu.swidtag",
+            datetime!(2024-06-26 0:00 UTC),
+        ),
+        (
+            "nvtrust-h100-pcie-sample/rim_vbios_1010_0200_882_96005E0001_test_no_gpu.swidtag",
+            datetime!(2024-06-22 0:00 UTC),
+        ),
+        (
+            "trustee-coco-ci-h100/rim_vbios_1010_0200_882_960074001A_PROD.swidtag",
+            datetime!(2024-09-05 0:00 UTC),
+        ),
+        (
+            "attestation-sdk-h100-535-vbios-match/rim_vbios_1010_0200_882_96005E0001_PROD.swidtag",
+            datetime!(2024-06-22 0:00 UTC),
+        ),
+        (
+            "attestation-sdk-h100-535-vbios-match/negative/rim_vbios_1010_0200_882_96005E0001_measurement_mismatch.xml",
+            datetime!(2024-12-12 0:00 UTC),
+        ),
+        ("rims-standalone/NV_GPU_DRIVER_GH100_550.144.03.xml", TODAY),
+    ] {
+        let signer =
+            verify_enveloped(&text(rel), root, at).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(signer.chain.len(), 4, "{rel}: {:?}", signer.chain);
+        assert!(
+            signer.chain[0].contains("RIM L4 Signer"),
+            "{rel}: {:?}",
+            signer.chain
+        );
+        assert!(signer.chain[3].contains("CoRIM signing Root CA"), "{rel}");
+    }
+    let edited = text(
+        "attestation-sdk-h100-535-vbios-match/negative/rim_driver_GH100_535.86.09_measurement_mismatch.xml",
+    );
+    assert_eq!(
+        verify_enveloped(&edited, root, datetime!(2026-05-24 0:00 UTC)),
+        Err(XmlDsigError::Digest)
+    );
+
+    // One changed reference value, a changed signature, another time.
+    let good = text("rims-standalone/NV_GPU_DRIVER_GH100_550.144.03.xml");
+    let at = datetime!(2025-06-01 0:00 UTC);
+    verify_enveloped(&good, root, at).unwrap();
+    let hash = good.find("Hash0=\"").unwrap() + 7;
+    let mut altered = good.clone();
+    let c = if &good[hash..=hash] == "0" { "1" } else { "0" };
+    altered.replace_range(hash..=hash, c);
+    assert_eq!(
+        verify_enveloped(&altered, root, at),
+        Err(XmlDsigError::Digest)
+    );
+    let sig = good.find("SignatureValue>").unwrap() + 15;
+    let mut altered = good.clone();
+    let c = if &good[sig..=sig] == "A" { "B" } else { "A" };
+    altered.replace_range(sig..=sig, c);
+    assert!(matches!(
+        verify_enveloped(&altered, root, at),
+        Err(XmlDsigError::Signature(_) | XmlDsigError::Encoding(_))
+    ));
+    assert!(matches!(
+        verify_enveloped(&good, root, datetime!(2030-01-01 0:00 UTC)),
+        Err(XmlDsigError::Chain(_))
+    ));
+    assert!(matches!(
+        verify_enveloped(&good, nvidia::device_root().unwrap(), at),
+        Err(XmlDsigError::Chain(_))
+    ));
 }

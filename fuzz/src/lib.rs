@@ -222,11 +222,20 @@ pub fn tdx_quote(data: &[u8]) -> bool {
 /// Target `nvidia_report`: an NVIDIA SPDM `GET_MEASUREMENTS` transcript (binary or hex)
 /// parses or is refused, never panics; what parses splits exactly into signed part,
 /// 96-byte signature and tolerated trailing zeros, re-parses the same without them,
-/// and its opaque fields read. The same bytes as a RIM (SWID XML) and as an OCSP
-/// response parse or are refused.
+/// and its opaque fields read. The same bytes as a RIM (SWID XML), as a signed RIM
+/// (XML-DSig) and as an OCSP response parse or are refused.
 pub fn nvidia_report(data: &[u8]) -> bool {
     use veil_attestation::nvidia::{GpuReport, OcspResponse, Rim};
     let rim = Rim::parse(data).map(|r| r.active_indices()).is_ok();
+    // As a signed RIM: the XML-DSig verifier (canonicalization included) verifies it or
+    // refuses it; it never panics.
+    if let (Ok(text), Ok(root)) = (
+        std::str::from_utf8(data),
+        veil_attestation::nvidia::rim_root(),
+    ) {
+        let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let _ = veil_attestation::nvidia::xmldsig::verify_enveloped(text, root, at);
+    }
     let ocsp = OcspResponse::from_der(data).is_ok();
     let Ok(report) = GpuReport::from_bytes_or_hex(data) else {
         return rim || ocsp;

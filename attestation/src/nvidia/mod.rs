@@ -24,11 +24,13 @@
 //!   published with the samples, so offline verification normally needs that flag;
 //! - `report.opaque`, `policy.driver-version`, `policy.vbios-version`,
 //!   `policy.measurements`: the policy;
-//! - per RIM: `rim.<kind>.version`, `rim.<kind>.signature`, `rim.<kind>.measurements`
-//!   ([`rim`]), and `policy.rims` when the policy requires both RIMs.
+//! - per RIM: `rim.<kind>.version`, `rim.<kind>.signature` (the enveloped XML-DSig
+//!   and its KeyInfo chain to the pinned CoRIM root, valid at the verification time:
+//!   [`xmldsig`]), `rim.<kind>.measurements` ([`rim`]), and `policy.rims` when the
+//!   policy requires both RIMs.
 //!
-//! **Not done:** RIM XML-DSig signatures are not verified (recorded as a warning,
-//! never as verified); the RIM signing chain's OCSP is therefore not checked either.
+//! **Not done:** OCSP of the RIM signing chain (a RIM's signer is checked for validity
+//! at the verification time, not for revocation).
 //!
 //! **Relay:** see [`RELAY_CAVEAT`].
 
@@ -36,6 +38,7 @@ pub mod ocsp;
 pub mod opaque;
 pub mod rim;
 pub mod spdm;
+pub mod xmldsig;
 
 use std::sync::OnceLock;
 
@@ -178,8 +181,7 @@ pub fn device_root() -> Result<&'static Certificate, GpuError> {
         })
 }
 
-/// The pinned `NVIDIA CoRIM signing Root CA`, root of the RIM signing chain (kept for
-/// RIM signature verification, which this version does not do).
+/// The pinned `NVIDIA CoRIM signing Root CA`, root of the RIM signing chain.
 ///
 /// # Errors
 /// Only if the embedded PEM does not parse (a build defect).
@@ -434,7 +436,8 @@ pub struct RimResult {
     pub kind: RimKind,
     /// The RIM's `colloquialVersion`.
     pub version: String,
-    /// Always `false` in this version: the RIM's XML-DSig was not verified.
+    /// Whether the RIM's XML-DSig verified to the pinned CoRIM root (always `true` in a
+    /// successful result: a RIM whose signature fails fails verification).
     pub signature_verified: bool,
     /// Active RIM indices that matched.
     pub matched: Vec<u32>,
@@ -639,7 +642,7 @@ pub fn verify_parsed(
 
     let mut rims = Vec::new();
     for r in refs.rims {
-        rims.push(check_rim(report, r, &driver, &vbios, checks)?);
+        rims.push(check_rim(report, r, &driver, &vbios, at, checks)?);
     }
     if policy.require_rims {
         let have = |k: RimKind| rims.iter().any(|r: &RimResult| r.kind == k);
@@ -804,6 +807,7 @@ fn check_rim(
     r: &Rim,
     driver: &str,
     vbios: &str,
+    at: OffsetDateTime,
     checks: &mut Checks,
 ) -> Result<RimResult, GpuError> {
     let report_version = match r.kind {
@@ -828,14 +832,22 @@ fn check_rim(
         rim_check(r.kind, "version"),
         format!("{} RIM {} = report", r.kind, r.version),
     );
-    checks.warn(
-        rim_check(r.kind, "signature"),
-        if r.has_signature {
-            "the RIM's XML-DSig signature was NOT verified (not implemented); its reference values are trusted as supplied"
-        } else {
-            "the RIM carries no signature; its reference values are trusted as supplied"
-        },
-    );
+    let root = match rim_root() {
+        Ok(root) => root,
+        Err(e) => return fail(checks, e),
+    };
+    match xmldsig::verify_enveloped(&r.xml, root, at) {
+        Ok(signer) => checks.pass(
+            rim_check(r.kind, "signature"),
+            format!(
+                "XML-DSig ECDSA-SHA384, the whole RIM: {}",
+                signer.chain.join(" ← ")
+            ),
+        ),
+        Err(e) => {
+            return fail(checks, err("signature", e.to_string(), Vec::new()));
+        }
+    }
     let cmp = r.compare(report);
     if let Some(first) = cmp.mismatched.first() {
         let detail = format!(
@@ -856,7 +868,7 @@ fn check_rim(
     Ok(RimResult {
         kind: r.kind,
         version: r.version.clone(),
-        signature_verified: false,
+        signature_verified: true,
         matched: cmp.matched,
     })
 }

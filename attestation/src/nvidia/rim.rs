@@ -7,10 +7,9 @@
 //! (`http://www.w3.org/2001/04/xmlenc#sha384`): the report's block must equal one of
 //! them.
 //!
-//! **The RIM's XML-DSig signature is not verified here.** A parsed [`Rim`] says
-//! whether it carries a `Signature` element ([`Rim::has_signature`]) and nothing more;
-//! reference values from a RIM are as trustworthy as the channel the caller got the
-//! file through. The GPU verifier records that as a warning (`rim.<kind>.signature`).
+//! Parsing does not verify the RIM's XML-DSig signature; the GPU verifier does, with
+//! [`super::xmldsig::verify_enveloped`] over [`Rim::xml`], before comparing (check
+//! `rim.<kind>.signature`), so a RIM whose signature fails is never used.
 
 use std::fmt;
 
@@ -123,6 +122,8 @@ pub struct Rim {
     pub measurements: Vec<RimMeasurement>,
     /// Whether a `ds:Signature` element is present (NOT whether it verifies).
     pub has_signature: bool,
+    /// The document, for [`super::xmldsig::verify_enveloped`].
+    pub xml: String,
 }
 
 /// An active reference measurement the report does not match.
@@ -232,6 +233,7 @@ impl Rim {
             product,
             measurements,
             has_signature,
+            xml: text.to_owned(),
         })
     }
 
