@@ -151,6 +151,10 @@ pub struct GpuEvidence {
     /// without them unless their policy allows it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ocsp: Vec<Base64Bytes>,
+    /// NVIDIA RIMs (SWID XML) for the driver and VBIOS the report names, where the host
+    /// has them; each must carry a valid NVIDIA XML signature to be used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rims: Vec<Base64Bytes>,
 }
 
 /// The canonical bytes of a bundle's GPU evidence, whose SHA-256 enters the report

@@ -439,12 +439,27 @@ fn steps(
             return Err(VerifyError::NotGpuEvidence(g.kind()));
         };
         let ocsp: Vec<Vec<u8>> = gpu.ocsp.iter().map(|o| o.0.clone()).collect();
+        let mut trail = Checks::new();
+        let mut rims = Vec::new();
+        for (i, bytes) in gpu.rims.iter().enumerate() {
+            match crate::nvidia::Rim::parse(&bytes.0) {
+                Ok(rim) => rims.push(rim),
+                Err(e) => {
+                    let source = GpuError::RimParse(e);
+                    trail.fail("rim.parse", format!("RIM {i} in the bundle: {source}"));
+                    checks.append_prefixed(&format!("gpu{index}"), trail);
+                    return Err(VerifyError::Gpu {
+                        index,
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
         let refs = References {
             expected_nonce: Some(nonce.as_bytes()),
-            rims: &[],
+            rims: &rims,
             ocsp: &ocsp,
         };
-        let mut trail = Checks::new();
         let result = crate::nvidia::verify(
             &gpu.report.0,
             &gpu.certificate_chain.0,

@@ -57,6 +57,7 @@ fn claims_core_matches_the_committed_vector() {
         report: Base64Bytes(common::hex_field(inp, &["gpu_one_report_hex"])),
         certificate_chain: Base64Bytes(common::hex_field(inp, &["gpu_one_certificate_chain_hex"])),
         ocsp: vec![],
+        rims: vec![],
     })];
     for (case, gpus) in exp["cases"].as_array().unwrap().iter().zip([vec![], gpu]) {
         assert_eq!(
@@ -360,6 +361,7 @@ fn gpu_evidence_in_a_bundle_is_verified_with_the_bundles_gpu_nonce() {
         report: Base64Bytes(report),
         certificate_chain: Base64Bytes(chain),
         ocsp: vec![],
+        rims: vec![],
     });
     let b = Bundle::assemble(
         e.keys.configs(),
@@ -396,6 +398,17 @@ fn gpu_evidence_in_a_bundle_is_verified_with_the_bundles_gpu_nonce() {
         verify_bundle(&b, &strict, now()),
         Err(VerifyError::Gpu { index: 0, .. })
     ));
+
+    // A RIM carried in the bundle that does not parse is refused, named.
+    let mut with_rim = b.clone();
+    if let Some(Evidence::NvidiaGpu(g)) = with_rim.gpus.first_mut() {
+        g.rims.push(Base64Bytes(b"<not-a-rim/>".to_vec()));
+    }
+    let mut checks = Checks::new();
+    // (RIMs and OCSP responses are signed by NVIDIA and not part of the binding.)
+    let err = verify_bundle_with_checks(&with_rim, &policy, now(), &mut checks).unwrap_err();
+    assert!(matches!(err, VerifyError::Gpu { index: 0, .. }), "{err}");
+    assert_eq!(checks.first_failure().unwrap().name, "gpu0.rim.parse");
 
     // Swapping the GPU evidence after the fact breaks the CPU binding first.
     let mut swapped = b.clone();

@@ -2,7 +2,8 @@
 //! `GET_MEASUREMENTS` transcript) with its device certificate chain to the pinned
 //! `NVIDIA Device Identity CA`, optionally against RIMs, offline.
 //!
-//! RIM XML-DSig signatures are not verified by this version (a warning per RIM). The
+//! Each RIM's enveloped XML-DSig is verified to the pinned CoRIM signing root (at
+//! `--at`: the samples' RIM signers have expired) before its values are used. The
 //! device chain's revocation needs `--ocsp` responses; without them `revocation` fails
 //! unless `--insecure-allow-missing-ocsp`.
 
@@ -27,7 +28,7 @@ pub struct Args {
     #[arg(long)]
     pub nonce: Option<String>,
     /// A driver or VBIOS RIM (SWID tag XML) to compare the measurements with;
-    /// repeatable. Its signature is NOT verified.
+    /// repeatable. Its XML signature must verify to the pinned NVIDIA CoRIM root.
     #[arg(long)]
     pub rim: Vec<PathBuf>,
     /// A DER OCSP response for a certificate of the device chain; repeatable.

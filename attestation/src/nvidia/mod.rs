@@ -105,7 +105,10 @@ pub enum GpuError {
     /// Revocation could not be established.
     #[error("revocation: {0}")]
     Revocation(String),
-    /// The report does not match a RIM.
+    /// A RIM that does not parse.
+    #[error("rim.parse: {0}")]
+    RimParse(RimError),
+    /// A RIM check failed (version, signature, or the report does not match it).
     #[error("{check}: RIM {rim_version} ({kind}; report {report_version}): {detail}")]
     Rim {
         /// The check's name (`rim.vbios.measurements`...).
@@ -133,6 +136,7 @@ impl GpuError {
             | GpuError::Chain { check, .. }
             | GpuError::Mismatch { check, .. }
             | GpuError::Rim { check, .. } => check,
+            GpuError::RimParse(_) => "rim.parse",
             GpuError::Signature(_) => "report.signature",
             GpuError::Revocation(_) => "revocation",
         }
