@@ -60,6 +60,7 @@ pub fn claim_of(check: &str) -> &'static str {
         "report-data",
         "chip-id",
         "nonce",
+        "report.nonce",
         "evidence.age",
         "binding",
     ];
@@ -223,6 +224,9 @@ mod tests {
             ("policy.model-manifest", "sourced-data"),
             ("gpu0.signature", "hardware"),
             ("gpu1.nonce", "instance-identity"),
+            ("gpu0.report.nonce", "instance-identity"),
+            ("gpu0.relay", "hardware"),
+            ("gpu0.rim.vbios.signature", "executables"),
             ("gpu0.measurements", "executables"),
         ] {
             assert_eq!(claim_of(check), claim, "{check}");
