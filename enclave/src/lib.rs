@@ -7,6 +7,7 @@ pub mod engine;
 pub mod inner;
 pub mod metrics;
 pub mod models;
+pub mod nvml;
 pub mod openai;
 pub mod platform;
 pub mod service;

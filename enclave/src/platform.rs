@@ -8,19 +8,35 @@
 //! SEV-SNP and TDX evidence come through configfs-tsm ([`veil_attestation::tsm`]): the
 //! SNP report with the certificate table the host loaded (VCEK or VLEK, ASK, ARK), and
 //! the TDX quote with the DCAP collateral the host supplies as files
-//! (`--tdx-collateral DIR`). The enclave never reaches the network for either. The
-//! NVIDIA GPU provider is not in this build: `--gpu required` fails.
+//! (`--tdx-collateral DIR`). The enclave never reaches the network for either.
+//!
+//! NVIDIA GPUs come through NVML ([`crate::nvml`], loaded at run time):
+//! [`NvidiaGpuProvider`] refuses GPUs that are not in confidential-computing mode or
+//! are in devtools mode, collects each GPU's SPDM report over the GPU nonce with its
+//! certificate chain, verifies them itself with [`veil_attestation::nvidia::verify`],
+//! and only then sets the GPUs' CC ready state (once), so no GPU takes work before its
+//! evidence checks out. That local check runs without a network (no OCSP, no RIMs): it
+//! catches a broken or substituted GPU early but is no substitute for the client's
+//! verification, which is what a client must rely on. `--gpu required` refuses to
+//! start without such a GPU; `optional` uses one when NVML loads and reports CC on,
+//! and otherwise goes on without GPU evidence, logging why.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
-use veil_attestation::bundle::{Evidence, SnpEvidence, TdxEvidence};
+use time::OffsetDateTime;
+use veil_attestation::bundle::{Evidence, GpuEvidence, SnpEvidence, TdxEvidence};
 use veil_attestation::bytes::Base64Bytes;
 use veil_attestation::bytes::Measurement;
+use veil_attestation::checks::Checks;
 use veil_attestation::claims::{GpuNonce, Platform, ReportData};
+use veil_attestation::nvidia::{self, GpuPolicy, References};
 use veil_attestation::sim::SimPlatform;
 use veil_attestation::tdx;
 use veil_attestation::tsm::{self, SnpCertKind};
+
+use crate::nvml::{Nvml, NvmlCallError, SystemNvml};
 
 /// Which TEE to use (`--tee`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,7 +81,7 @@ pub enum PlatformError {
     },
     /// `--gpu required` and no usable GPU.
     #[error("--gpu required: {0}")]
-    GpuRequired(&'static str),
+    GpuRequired(String),
     /// The provider failed.
     #[error("{platform} evidence: {detail}")]
     Failed {
@@ -349,16 +365,211 @@ impl CpuProvider for TdxProvider {
     }
 }
 
+/// The platform name in NVIDIA GPU errors.
+const NVIDIA_GPU: &str = "NVIDIA GPU";
+
+/// NVIDIA GPUs in confidential-computing mode, through NVML.
+///
+/// Each [`GpuProvider::evidence`] call collects every GPU's report over the nonce and
+/// its certificate chain, and verifies them locally (expected nonce, pinned root,
+/// signatures, validity; OCSP allowed to be missing, since the enclave has no
+/// network). The first time all GPUs verify, it sets the GPUs' CC ready state, which
+/// lets them take work; a GPU whose evidence fails leaves them not ready.
+pub struct NvidiaGpuProvider<N: Nvml> {
+    nvml: N,
+    count: u32,
+    /// Whether the ready state has been set (it is set once).
+    ready_set: Mutex<bool>,
+}
+
+impl<N: Nvml> std::fmt::Debug for NvidiaGpuProvider<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NvidiaGpuProvider")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+fn gpu_failed(detail: String) -> PlatformError {
+    PlatformError::Failed {
+        platform: NVIDIA_GPU,
+        detail,
+    }
+}
+
+/// "GPU 0 is" or "GPUs 0-3 are": NVML reports CC settings for all GPUs at once.
+fn gpus_are(count: u32) -> String {
+    match count {
+        0 | 1 => "GPU 0 is".to_owned(),
+        n => format!("GPUs 0-{} are", n - 1),
+    }
+}
+
+impl<N: Nvml> NvidiaGpuProvider<N> {
+    /// A provider over `nvml`, refusing when NVML sees no GPU, when confidential
+    /// computing is off, or when devtools mode is on.
+    ///
+    /// # Errors
+    /// [`PlatformError::Failed`] saying which, or which NVML call failed.
+    pub fn new(nvml: N) -> Result<Self, PlatformError> {
+        let count = nvml
+            .device_count()
+            .map_err(|e| gpu_failed(format!("counting GPUs: {e}")))?;
+        if count == 0 {
+            return Err(gpu_failed("NVML sees no GPU; refusing".to_owned()));
+        }
+        let state = nvml.cc_state().map_err(|e| {
+            gpu_failed(format!(
+                "reading the confidential-computing state: {e}; refusing"
+            ))
+        })?;
+        if !state.cc_enabled {
+            return Err(gpu_failed(format!(
+                "{} not in confidential-computing mode (CC state: off); refusing",
+                gpus_are(count)
+            )));
+        }
+        if state.devtools {
+            return Err(gpu_failed(format!(
+                "{} in confidential-computing devtools mode (debuggable, so no protection); \
+                 refusing",
+                gpus_are(count)
+            )));
+        }
+        match nvml.ready() {
+            Ok(ready) => tracing::info!(
+                gpus = count,
+                already_ready = ready,
+                "NVIDIA GPUs in confidential-computing mode"
+            ),
+            Err(e) => {
+                tracing::info!(gpus = count, ready_state = %e, "NVIDIA GPUs in confidential-computing mode")
+            }
+        }
+        Ok(Self {
+            nvml,
+            count,
+            ready_set: Mutex::new(false),
+        })
+    }
+
+    /// The number of GPUs.
+    #[must_use]
+    pub fn gpu_count(&self) -> u32 {
+        self.count
+    }
+
+    /// Sets the GPUs' ready state unless it has been set.
+    fn mark_ready(&self) -> Result<(), PlatformError> {
+        let mut set = self
+            .ready_set
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !*set {
+            self.nvml
+                .set_ready(true)
+                .map_err(|e| gpu_failed(format!("evidence verified, but {e}")))?;
+            *set = true;
+            tracing::info!(
+                gpus = self.count,
+                "GPU evidence verified locally; GPUs marked ready. The local check (no OCSP, \
+                 no RIMs) is no substitute for the client's verification"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl<N: Nvml> GpuProvider for NvidiaGpuProvider<N> {
+    fn evidence(&self, nonce: &GpuNonce) -> Result<Vec<Evidence>, PlatformError> {
+        let policy = GpuPolicy {
+            allow_missing_ocsp: true,
+            ..GpuPolicy::default()
+        };
+        let refs = References {
+            expected_nonce: Some(nonce.as_bytes()),
+            rims: &[],
+            ocsp: &[],
+        };
+        let at = OffsetDateTime::now_utc();
+        let mut out = Vec::new();
+        for index in 0..self.count {
+            let got = self
+                .nvml
+                .attestation(index, nonce.as_bytes())
+                .map_err(|e| gpu_failed(format!("GPU {index}: {e}")))?;
+            let mut checks = Checks::new();
+            let verified = nvidia::verify(
+                &got.report,
+                &got.cert_chain,
+                &refs,
+                &policy,
+                at,
+                &mut checks,
+            )
+            .map_err(|e| {
+                gpu_failed(format!(
+                    "GPU {index}: the enclave's own check of its evidence failed at {e}; \
+                     GPUs not marked ready"
+                ))
+            })?;
+            tracing::debug!(
+                gpu = index,
+                driver = %verified.driver_version,
+                vbios = %verified.vbios_version,
+                "GPU evidence verified locally"
+            );
+            out.push(Evidence::NvidiaGpu(GpuEvidence {
+                report: Base64Bytes(got.report),
+                certificate_chain: Base64Bytes(got.cert_chain),
+                // No OCSP responses or RIMs: the enclave has no network to fetch them.
+                ocsp: Vec::new(),
+                rims: Vec::new(),
+            }));
+        }
+        self.mark_ready()?;
+        Ok(out)
+    }
+}
+
 /// The GPU provider for a mode.
 ///
 /// # Errors
-/// `required` fails until the NVIDIA provider lands (issue 9): it can never be met here.
+/// `required` fails when NVML cannot be loaded or [`NvidiaGpuProvider::new`] refuses:
+/// the enclave then refuses to start.
 pub fn gpu_provider(mode: GpuMode) -> Result<Box<dyn GpuProvider>, PlatformError> {
     match mode {
-        GpuMode::Off | GpuMode::Optional => Ok(Box::new(NoGpu)),
-        GpuMode::Required => Err(PlatformError::GpuRequired(
-            "no NVIDIA confidential-computing GPU provider in this build (issue 9)",
-        )),
+        GpuMode::Off => Ok(Box::new(NoGpu)),
+        GpuMode::Optional => Ok(optional_gpu(SystemNvml::load())),
+        GpuMode::Required => {
+            let nvml = SystemNvml::load().map_err(|e| {
+                PlatformError::GpuRequired(format!(
+                    "NVML (libnvidia-ml.so) cannot be loaded: {e}; refusing"
+                ))
+            })?;
+            let provider = NvidiaGpuProvider::new(nvml)
+                .map_err(|e| PlatformError::GpuRequired(e.to_string()))?;
+            Ok(Box::new(provider))
+        }
+    }
+}
+
+/// `--gpu optional`: the NVIDIA provider when NVML loaded and accepts the GPUs, else
+/// [`NoGpu`], logging why.
+fn optional_gpu<N: Nvml + 'static>(loaded: Result<N, NvmlCallError>) -> Box<dyn GpuProvider> {
+    let nvml = match loaded {
+        Ok(nvml) => nvml,
+        Err(e) => {
+            tracing::info!(reason = %e, "--gpu optional: NVML not available; serving without GPU evidence");
+            return Box::new(NoGpu);
+        }
+    };
+    match NvidiaGpuProvider::new(nvml) {
+        Ok(provider) => Box::new(provider),
+        Err(e) => {
+            tracing::warn!(reason = %e, "--gpu optional: not using the GPUs; serving without GPU evidence");
+            Box::new(NoGpu)
+        }
     }
 }
 
@@ -423,6 +634,223 @@ mod tests {
                 .unwrap_err()
                 .contains("neither a VCEK nor a VLEK")
         );
+    }
+
+    mod nvidia_gpu {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use super::super::*;
+        use crate::nvml::{CcState, GpuAttestation};
+
+        const SAMPLE_NONCE: &str =
+            "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb";
+
+        fn sample_dir() -> PathBuf {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/testdata/nvidia/nvtrust-h100-pcie-sample")
+        }
+
+        /// The (GPU index, nonce) pairs the fake was asked for.
+        type Asked = Arc<Mutex<Vec<(u32, [u8; 32])>>>;
+
+        /// NVML answering with the real nvtrust H100 sample, whatever the nonce.
+        #[derive(Debug, Clone)]
+        struct FakeNvml {
+            count: u32,
+            cc: CcState,
+            report: Vec<u8>,
+            chain: Vec<u8>,
+            asked: Asked,
+            set_ready: Arc<AtomicUsize>,
+        }
+
+        impl FakeNvml {
+            fn sample() -> Self {
+                let hex_text =
+                    std::fs::read_to_string(sample_dir().join("attestation_report.hex")).unwrap();
+                Self {
+                    count: 1,
+                    cc: CcState {
+                        cc_enabled: true,
+                        devtools: false,
+                    },
+                    report: hex::decode(hex_text.trim()).unwrap(),
+                    chain: std::fs::read(sample_dir().join("cert_chain.pem")).unwrap(),
+                    asked: Arc::default(),
+                    set_ready: Arc::default(),
+                }
+            }
+            fn ready_calls(&self) -> usize {
+                self.set_ready.load(Ordering::SeqCst)
+            }
+        }
+
+        impl Nvml for FakeNvml {
+            fn device_count(&self) -> Result<u32, NvmlCallError> {
+                Ok(self.count)
+            }
+            fn cc_state(&self) -> Result<CcState, NvmlCallError> {
+                Ok(self.cc)
+            }
+            fn attestation(
+                &self,
+                index: u32,
+                nonce: &[u8; 32],
+            ) -> Result<GpuAttestation, NvmlCallError> {
+                self.asked.lock().unwrap().push((index, *nonce));
+                Ok(GpuAttestation {
+                    report: self.report.clone(),
+                    cert_chain: self.chain.clone(),
+                })
+            }
+            fn ready(&self) -> Result<bool, NvmlCallError> {
+                Ok(self.ready_calls() > 0)
+            }
+            fn set_ready(&self, ready: bool) -> Result<(), NvmlCallError> {
+                assert!(ready);
+                self.set_ready.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+
+        fn nonce(text: &str) -> GpuNonce {
+            GpuNonce::from_slice(&hex::decode(text).unwrap()).unwrap()
+        }
+
+        #[test]
+        fn the_samples_own_nonce_gives_its_evidence_and_sets_ready_once() {
+            let fake = FakeNvml::sample();
+            let provider = NvidiaGpuProvider::new(fake.clone()).unwrap();
+            assert_eq!(provider.gpu_count(), 1);
+            assert_eq!(fake.ready_calls(), 0, "not ready before evidence verifies");
+            let n = nonce(SAMPLE_NONCE);
+            let evidence = provider.evidence(&n).unwrap();
+            assert_eq!(evidence.len(), 1);
+            let Evidence::NvidiaGpu(gpu) = &evidence[0] else {
+                panic!("not GPU evidence: {}", evidence[0].kind());
+            };
+            assert_eq!(gpu.report.0, fake.report);
+            assert_eq!(gpu.certificate_chain.0, fake.chain);
+            assert!(gpu.ocsp.is_empty() && gpu.rims.is_empty());
+            assert_eq!(fake.ready_calls(), 1);
+            // A refresh collects again and does not set the ready state again.
+            assert_eq!(provider.evidence(&n).unwrap(), evidence);
+            assert_eq!(fake.ready_calls(), 1);
+            assert_eq!(*fake.asked.lock().unwrap(), vec![(0, n.0), (0, n.0)]);
+        }
+
+        #[test]
+        fn another_nonce_fails_the_nonce_check_and_leaves_gpus_not_ready() {
+            let fake = FakeNvml::sample();
+            let provider = NvidiaGpuProvider::new(fake.clone()).unwrap();
+            let other = nonce(&"ab".repeat(32));
+            let err = provider.evidence(&other).unwrap_err().to_string();
+            assert!(err.contains("report.nonce"), "{err}");
+            assert!(err.contains(&"ab".repeat(32)), "{err}");
+            assert!(err.contains("not marked ready"), "{err}");
+            assert_eq!(fake.ready_calls(), 0);
+        }
+
+        #[test]
+        fn cc_off_devtools_and_no_gpu_are_refused_at_construction() {
+            let mut off = FakeNvml::sample();
+            off.cc.cc_enabled = false;
+            let err = NvidiaGpuProvider::new(off.clone()).unwrap_err().to_string();
+            assert!(
+                err.contains(
+                    "GPU 0 is not in confidential-computing mode (CC state: off); refusing"
+                ),
+                "{err}"
+            );
+            off.count = 2;
+            let err = NvidiaGpuProvider::new(off).unwrap_err().to_string();
+            assert!(err.contains("GPUs 0-1 are not in"), "{err}");
+
+            let mut devtools = FakeNvml::sample();
+            devtools.cc.devtools = true;
+            let err = NvidiaGpuProvider::new(devtools).unwrap_err().to_string();
+            assert!(err.contains("devtools mode"), "{err}");
+
+            let mut none = FakeNvml::sample();
+            none.count = 0;
+            let err = NvidiaGpuProvider::new(none.clone())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("no GPU"), "{err}");
+            assert_eq!(none.ready_calls(), 0);
+        }
+
+        #[test]
+        fn a_corrupted_report_is_refused_and_gpus_stay_not_ready() {
+            let mut fake = FakeNvml::sample();
+            // Flip a bit in the signed measurements (past the request and header).
+            let at = fake.report.len() / 2;
+            fake.report[at] ^= 0x01;
+            let provider = NvidiaGpuProvider::new(fake.clone()).unwrap();
+            let err = provider
+                .evidence(&nonce(SAMPLE_NONCE))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("GPU 0"), "{err}");
+            assert!(err.contains("report.signature"), "{err}");
+            assert!(err.contains("not marked ready"), "{err}");
+            assert_eq!(fake.ready_calls(), 0);
+
+            let mut truncated = FakeNvml::sample();
+            truncated.report.truncate(100);
+            let provider = NvidiaGpuProvider::new(truncated.clone()).unwrap();
+            let err = provider
+                .evidence(&nonce(SAMPLE_NONCE))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("report.parse"), "{err}");
+            assert_eq!(truncated.ready_calls(), 0);
+        }
+
+        #[test]
+        fn every_gpu_must_verify_before_any_is_marked_ready() {
+            let mut fake = FakeNvml::sample();
+            fake.count = 2;
+            let provider = NvidiaGpuProvider::new(fake.clone()).unwrap();
+            let evidence = provider.evidence(&nonce(SAMPLE_NONCE)).unwrap();
+            assert_eq!(evidence.len(), 2);
+            assert_eq!(fake.ready_calls(), 1);
+        }
+
+        #[test]
+        fn optional_falls_back_to_no_gpu_with_a_reason() {
+            let n = nonce(SAMPLE_NONCE);
+            let missing: Result<FakeNvml, _> = Err(NvmlCallError::new(
+                "nvmlInit_v2",
+                "libnvidia-ml.so: not found",
+            ));
+            assert!(optional_gpu(missing).evidence(&n).unwrap().is_empty());
+            let mut off = FakeNvml::sample();
+            off.cc.cc_enabled = false;
+            assert!(
+                optional_gpu(Ok(off.clone()))
+                    .evidence(&n)
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(off.ready_calls(), 0);
+            let on = FakeNvml::sample();
+            assert_eq!(optional_gpu(Ok(on.clone())).evidence(&n).unwrap().len(), 1);
+            assert_eq!(on.ready_calls(), 1);
+            // This machine has no NVIDIA driver (CI): optional serves without GPUs.
+            if SystemNvml::load().is_err() {
+                assert!(
+                    gpu_provider(GpuMode::Optional)
+                        .unwrap()
+                        .evidence(&n)
+                        .unwrap()
+                        .is_empty()
+                );
+                let err = gpu_provider(GpuMode::Required).err().unwrap().to_string();
+                assert!(err.contains("--gpu required: NVML"), "{err}");
+            }
+        }
     }
 
     fn hex_guid(text: &str) -> [u8; 16] {
