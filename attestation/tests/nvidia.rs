@@ -947,3 +947,44 @@ fn rim_xml_signatures_verify_as_provenance_says() {
         Err(XmlDsigError::Chain(_))
     ));
 }
+
+/// The `revocation` check over a chain (the OCSP fixtures' leaf and CA): good passes,
+/// unknown and missing fail by default and warn when the policy allows it, revoked
+/// fails even then.
+#[test]
+fn ocsp_unknown_fails_by_default_and_revoked_always() {
+    let ca = Certificate::from_der(&hex::decode(OCSP_CA).unwrap()).unwrap();
+    let leaf = Certificate::from_der(&hex::decode(OCSP_LEAF).unwrap()).unwrap();
+    let chain = [leaf, ca];
+    let at = datetime!(2026-11-24 0:00 UTC);
+    let strict = GpuPolicy::default();
+    let allowing = lenient();
+    let run = |response: Option<&str>, policy: &GpuPolicy| {
+        let ocsp: Vec<Vec<u8>> = response
+            .map(|h| hex::decode(h).unwrap())
+            .into_iter()
+            .collect();
+        let mut checks = Checks::new();
+        let result = nvidia::check_revocation(&ocsp, &chain, policy, at, &mut checks);
+        let outcome = outcome(&checks, "revocation");
+        (result, outcome, checks)
+    };
+    for (response, policy, expected) in [
+        (Some(OCSP_GOOD), &strict, Outcome::Pass),
+        (Some(OCSP_DELEGATED), &strict, Outcome::Pass),
+        (Some(OCSP_UNKNOWN), &strict, Outcome::Fail),
+        (Some(OCSP_UNKNOWN), &allowing, Outcome::Warn),
+        (None, &strict, Outcome::Fail),
+        (None, &allowing, Outcome::Warn),
+        (Some(OCSP_REVOKED), &strict, Outcome::Fail),
+        (Some(OCSP_REVOKED), &allowing, Outcome::Fail),
+    ] {
+        let (result, got, checks) = run(response, policy);
+        assert_eq!(got, Some(expected), "{:?}", checks.as_slice());
+        assert_eq!(result.is_ok(), expected != Outcome::Fail);
+    }
+    let (result, _, _) = run(Some(OCSP_UNKNOWN), &strict);
+    assert!(result.unwrap_err().to_string().contains("unknown"));
+    let (result, _, _) = run(Some(OCSP_REVOKED), &allowing);
+    assert!(result.unwrap_err().to_string().contains("revoked"));
+}

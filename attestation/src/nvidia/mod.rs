@@ -601,7 +601,7 @@ pub fn verify_parsed(
         None => checks.warn("report.nonce", "no expected nonce given; not checked"),
     }
 
-    check_revocation(refs.ocsp, chain, policy, at, checks)?;
+    check_revocation(refs.ocsp, &chain.certs, policy, at, checks)?;
 
     let (Some(driver), Some(vbios)) = (
         report.opaque.driver_version(),
@@ -689,9 +689,16 @@ pub fn verify_parsed(
     })
 }
 
-fn check_revocation(
+/// The `revocation` check: every certificate of `certs` (leaf first, each issued by the
+/// next) except the last needs a current, signed OCSP status among `ocsp` (DER). Good
+/// passes; revoked fails always; unknown or missing fails unless
+/// [`GpuPolicy::allow_missing_ocsp`] (then a warning).
+///
+/// # Errors
+/// [`GpuError::Revocation`].
+pub fn check_revocation(
     ocsp: &[Vec<u8>],
-    chain: &GpuChain,
+    certs: &[Certificate],
     policy: &GpuPolicy,
     at: OffsetDateTime,
     checks: &mut Checks,
@@ -711,7 +718,7 @@ fn check_revocation(
     let mut good = Vec::new();
     let mut missing = Vec::new();
     // Every certificate below the root needs a current, signed status.
-    for pair in chain.certs.windows(2) {
+    for pair in certs.windows(2) {
         let [cert, issuer] = pair else { continue };
         let mut status = None;
         let mut problem = None;
