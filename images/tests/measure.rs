@@ -1174,6 +1174,21 @@ fn tdx_unit_vectors() {
 /// Malformed inputs are errors, never panics.
 #[test]
 fn malformed_inputs_are_errors() {
+    // A TDVF section whose GPA range overflows or passes 52 bits is refused, not wrapped.
+    for (gpa, mem_size) in [(u64::MAX - 0xFFF, 0x2000), (1 << 52, 0x1000)] {
+        let section = veil_images::measure::ovmf::TdvfSection {
+            data_offset: 0,
+            raw_size: 0,
+            gpa,
+            mem_size,
+            section_type: TdvfSectionType::TempMem,
+            attributes: 0,
+        };
+        assert!(
+            tdx::mrtd_from_sections(&[], &[section], PageAddOrder::SinglePass).is_err(),
+            "gpa {gpa:#x}"
+        );
+    }
     let ovmf = file("sev-snp-measure/fixtures/ovmf_AmdSev_suffix.bin");
     for len in [0, 1, 17, 49, 50, 100] {
         assert!(

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 use veil_attestation::bundle::Bundle;
 use veil_attestation::bytes::Sha256Digest;
-use veil_attestation::checks::{Checks, Outcome};
+use veil_attestation::checks::Checks;
 use veil_attestation::verify::{Policy, verify_bundle_with_checks};
 
 use crate::ear::{self, Submodule};
@@ -44,9 +44,9 @@ pub fn run(args: &Args) -> ExitCode {
         None => (Policy::default(), "default".to_owned()),
         Some(path) => {
             let loaded = output::read(path).and_then(|bytes| {
-                let text = String::from_utf8(bytes.clone())
+                let text = std::str::from_utf8(&bytes)
                     .map_err(|_| format!("policy {}: not UTF-8", path.display()))?;
-                Policy::from_toml(&text, &path.display().to_string())
+                Policy::from_toml(text, &path.display().to_string())
                     .map(|p| (p, format!("sha256:{}", Sha256Digest::of(&bytes))))
                     .map_err(|e| e.to_string())
             });
@@ -154,22 +154,8 @@ fn print_text(trails: &[(Checks, Value, String)], doc: &Value, policy_digest: &s
             println!("\nbackend {index}");
         }
         println!("bundle: {digest}");
-        if let Value::Object(map) = claims {
-            for (key, value) in map {
-                match value {
-                    Value::String(s) => println!("      {key:<28} {s}"),
-                    other => println!("      {key:<28} {other}"),
-                }
-            }
-        }
-        for check in checks.as_slice() {
-            let tag = match check.outcome {
-                Outcome::Pass => "pass",
-                Outcome::Warn => "WARN",
-                Outcome::Fail => "FAIL",
-            };
-            println!("{tag}  {:<28} {}", check.name, check.detail);
-        }
+        output::print_facts(claims);
+        output::print_checks(checks);
         if let Some(failed) = checks.first_failure() {
             println!("=> INVALID: {}: {}", failed.name, failed.detail);
         }

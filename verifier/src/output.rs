@@ -77,6 +77,30 @@ pub fn policy(path: Option<&std::path::Path>) -> Result<Policy, String> {
     }
 }
 
+/// Print one line per check: `pass`, `WARN` or `FAIL`, its name, and its detail.
+pub fn print_checks(checks: &Checks) {
+    for check in checks.as_slice() {
+        let tag = match check.outcome {
+            Outcome::Pass => "pass",
+            Outcome::Warn => "WARN",
+            Outcome::Fail => "FAIL",
+        };
+        println!("{tag}  {:<28} {}", check.name, check.detail);
+    }
+}
+
+/// Print what the evidence says, one `key value` line per field of a JSON object.
+pub fn print_facts(facts: &serde_json::Value) {
+    if let serde_json::Value::Object(map) = facts {
+        for (key, value) in map {
+            match value {
+                serde_json::Value::String(s) => println!("      {key:<28} {s}"),
+                other => println!("      {key:<28} {other}"),
+            }
+        }
+    }
+}
+
 /// Print the checks (one line each, or one JSON document with `facts`, what the
 /// evidence says, beside them) and return 0 when none failed, 1 otherwise.
 pub fn finish(kind: &str, checks: &Checks, facts: serde_json::Value, json: bool) -> ExitCode {
@@ -93,22 +117,8 @@ pub fn finish(kind: &str, checks: &Checks, facts: serde_json::Value, json: bool)
             Err(e) => return usage_error(format!("serializing the result: {e}")),
         }
     } else {
-        for check in checks.as_slice() {
-            let tag = match check.outcome {
-                Outcome::Pass => "pass",
-                Outcome::Warn => "WARN",
-                Outcome::Fail => "FAIL",
-            };
-            println!("{tag}  {:<28} {}", check.name, check.detail);
-        }
-        if let serde_json::Value::Object(map) = &facts {
-            for (key, value) in map {
-                match value {
-                    serde_json::Value::String(s) => println!("      {key:<28} {s}"),
-                    other => println!("      {key:<28} {other}"),
-                }
-            }
-        }
+        print_checks(checks);
+        print_facts(&facts);
         println!("{kind}: {}", if valid { "VALID" } else { "INVALID" });
     }
     if valid { ExitCode::SUCCESS } else { invalid() }

@@ -75,6 +75,17 @@ pub fn mrtd_from_sections(
 ) -> Result<[u8; 48], MeasureError> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA384);
     for (i, s) in sections.iter().enumerate() {
+        // GPAs are at most 52 bits: a section past that is malformed (and its page
+        // arithmetic below could overflow).
+        if s.gpa
+            .checked_add(s.mem_size)
+            .is_none_or(|end| end > 1 << 52)
+        {
+            return Err(MeasureError::Tdvf(format!(
+                "section {i} (GPA {:#x}, size {:#x}) lies beyond the 52-bit physical address space",
+                s.gpa, s.mem_size
+            )));
+        }
         if !s.mem_size.is_multiple_of(PAGE) || !s.gpa.is_multiple_of(PAGE) {
             return Err(MeasureError::Tdvf(format!(
                 "section {i} is not page-aligned"
