@@ -600,6 +600,19 @@ impl Client {
     }
 
     async fn send_once(&self, request: &Request, meta: &OuterMeta) -> Result<Reply, ClientError> {
+        // RFC 9458 §6.5: the inner `date` lets the enclave refuse a request replayed after
+        // its replay register has forgotten it. Sealed, so only the enclave sees it.
+        let mut dated;
+        let request = if request.headers.get("date").is_some() {
+            request
+        } else {
+            dated = request.clone();
+            dated.headers.push(
+                "date",
+                &httpdate::fmt_http_date(std::time::SystemTime::now()),
+            )?;
+            &dated
+        };
         let backend = self.pick().await?;
         let key_id = backend.target.key_id().to_string();
         let mut b = hyper::Request::post(format!("{}/v1/ohttp", self.gateway))

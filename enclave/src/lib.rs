@@ -10,5 +10,6 @@ pub mod models;
 pub mod nvml;
 pub mod openai;
 pub mod platform;
+pub mod replay;
 pub mod service;
 pub mod upstream;

@@ -77,6 +77,19 @@ struct Serve {
     /// Largest inner (decrypted) request body, in bytes; larger ones get a sealed 413.
     #[arg(long, env = "VEIL_ENCLAVE_MAX_INNER_BODY_BYTES", default_value_t = 8 << 20)]
     max_inner_body_bytes: usize,
+    /// Replay protection: an encapsulated request that opened is remembered this many
+    /// seconds and refused if seen again; an inner `date` header further than this from
+    /// the enclave's clock is refused too.
+    #[arg(
+        long,
+        env = "VEIL_ENCLAVE_REPLAY_WINDOW_SECONDS",
+        default_value_t = 300
+    )]
+    replay_window_seconds: u64,
+    /// Replay protection: most requests remembered at once (about 48 bytes each); when
+    /// all are inside the window, new requests get 503 rather than go unguarded.
+    #[arg(long, env = "VEIL_ENCLAVE_REPLAY_CAPACITY", default_value_t = 262_144)]
+    replay_capacity: usize,
     /// Gather fresh evidence (same keys) this often, in seconds, so the bundle's age
     /// stays within verifiers' limits.
     #[arg(long, env = "VEIL_ENCLAVE_REFRESH_SECONDS", default_value_t = 3600)]
@@ -174,6 +187,8 @@ fn serve(args: Serve) -> anyhow::Result<()> {
             queue_capacity: args.queue_capacity,
             max_request_bytes: args.max_request_bytes,
             max_inner_body_bytes: args.max_inner_body_bytes,
+            replay_window: std::time::Duration::from_secs(args.replay_window_seconds),
+            replay_capacity: args.replay_capacity,
             ..Settings::default()
         };
         let enclave = Enclave::boot(cpu, gpu, engine, manifest, settings)?;

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -35,6 +35,7 @@ use crate::inner::{self, InnerReply, NO_MODEL, OuterMeta};
 use crate::metrics::Metrics;
 use crate::openai::{ApiError, Usage};
 use crate::platform::{CpuProvider, GpuProvider};
+use crate::replay::{Refused, ReplayGuard, Strike};
 
 /// The outer header naming the key configuration.
 pub const KEY_ID_HEADER: &str = "veil-key-id";
@@ -58,6 +59,11 @@ pub struct Settings {
     pub max_inner_body_bytes: usize,
     /// The enclave's version, written into the claims.
     pub version: String,
+    /// How long an opened request is remembered (replay refused), and how far an inner
+    /// `date` may be from the enclave's clock.
+    pub replay_window: Duration,
+    /// Most requests remembered at once; beyond it, 503 (see [`crate::replay`]).
+    pub replay_capacity: usize,
 }
 
 impl Default for Settings {
@@ -67,6 +73,8 @@ impl Default for Settings {
             max_request_bytes: 16 << 20,
             max_inner_body_bytes: 8 << 20,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            replay_window: crate::replay::DEFAULT_WINDOW,
+            replay_capacity: crate::replay::DEFAULT_CAPACITY,
         }
     }
 }
@@ -82,6 +90,7 @@ pub struct Enclave {
     gpu: Box<dyn GpuProvider>,
     bundle_json: RwLock<Bytes>,
     admission: Mutex<HashMap<String, usize>>,
+    replay: ReplayGuard,
     settings: Settings,
     /// Metrics.
     pub metrics: Metrics,
@@ -164,6 +173,7 @@ impl Enclave {
             gpu,
             bundle_json: RwLock::new(Bytes::new()),
             admission: Mutex::new(HashMap::new()),
+            replay: ReplayGuard::new(settings.replay_window, settings.replay_capacity),
             settings,
             metrics: Metrics::default(),
         };
@@ -452,6 +462,35 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
     let limits = Limits {
         max_request: e.settings.max_request_bytes,
     };
+    let enc_len = e
+        .keys
+        .configs()
+        .get(&key_id)
+        .map_or(0, |c| c.kem().public_key_len());
+    let strike = Strike::of(&key_id, &sealed, enc_len);
+    // Checked once the request has opened, so bytes that do not open cannot block the
+    // genuine request that carries the same KEM share.
+    let replayed = |refused: Refused| {
+        let (status, code, message) = match refused {
+            Refused::Replayed => (
+                400,
+                "replayed_request",
+                "this encapsulated request was seen before; seal the request again",
+            ),
+            Refused::Full => (
+                503,
+                "replay_register_full",
+                "the enclave is at capacity; retry later",
+            ),
+        };
+        e.metrics.rejected(code);
+        let mut r = plain_error(status, code, message);
+        if status == 503 {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    };
     let receipt_for_outer_error = |status: u16| {
         let model = meta
             .model
@@ -490,6 +529,9 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
             Ok(x) => x,
             Err(err) => return unopened(&err),
         };
+        if let Err(refused) = e.replay.check(strike, Instant::now()) {
+            return replayed(refused);
+        }
         let (route, reply) = answer(&e, request, &meta).await;
         match reply {
             InnerReply::Whole {
@@ -623,6 +665,9 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
             Ok(x) => x,
             Err(err) => return unopened(&err),
         };
+        if let Err(refused) = e.replay.check(strike, Instant::now()) {
+            return replayed(refused);
+        }
         let (route, reply) = answer(&e, request, &meta).await;
         let (status, body, usage, model) = match reply {
             InnerReply::Whole {
@@ -671,6 +716,18 @@ async fn answer(
     let body = Zeroizing::new(request.body.clone());
     let reply = if body.len() > e.settings.max_inner_body_bytes {
         too_large(meta)
+    } else if let Some(err) = stale(
+        request.headers.get("date"),
+        SystemTime::now(),
+        e.settings.replay_window,
+    ) {
+        inner::error(
+            &err,
+            &meta
+                .model
+                .as_deref()
+                .map_or_else(|| NO_MODEL.to_owned(), inner::receipt_model),
+        )
     } else {
         inner::handle(
             e.engine(),
@@ -684,6 +741,29 @@ async fn answer(
     };
     drop(request);
     (route, reply)
+}
+
+/// RFC 9458 §6.5: a request whose inner `date` is further from the enclave's clock than
+/// the replay window could be a replay from before the window; refuse it (sealed, so the
+/// client learns why). Requests without `date` (plain OHTTP clients) are guarded by the
+/// replay register alone.
+fn stale(date: Option<&str>, now: SystemTime, window: Duration) -> Option<ApiError> {
+    let date = date?;
+    let fresh = httpdate::parse_http_date(date).ok().is_some_and(|d| {
+        let skew = now
+            .duration_since(d)
+            .or_else(|_| d.duration_since(now))
+            .unwrap_or(Duration::MAX);
+        skew <= window
+    });
+    (!fresh).then(|| {
+        ApiError::new(
+            400,
+            "invalid_request_error",
+            "stale_request",
+            "the request's date header is missing a valid HTTP date or is further from the enclave's clock than its replay window; check the client's clock and seal the request again",
+        )
+    })
 }
 
 fn too_large(meta: &OuterMeta) -> InnerReply {

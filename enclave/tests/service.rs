@@ -682,3 +682,117 @@ fn refuses_unsafe_configurations() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("loopback"));
 }
+
+/// Replay protection: the same encapsulated request is answered once; sealed again (a
+/// fresh KEM share) it is answered again; bytes that do not open cannot block a genuine
+/// request; an inner `date` outside the window is refused, sealed; a full register
+/// refuses rather than admitting unguarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_and_stale_requests_are_refused() {
+    let p = Proc::start(&[
+        "--models",
+        models_dir().to_str().unwrap(),
+        "--replay-window-seconds",
+        "60",
+        "--replay-capacity",
+        "7",
+    ]);
+    let id = identity(&p).await;
+    let target = Target::preferred(&id).unwrap();
+    let key_id = target.key_id().to_string();
+    let embed = json_request(
+        "/v1/embeddings",
+        &json!({"model": EMBED_MODEL, "input": "replay me"}),
+    );
+    let outer = [
+        ("content-type", "message/ohttp-req"),
+        ("veil-key-id", key_id.as_str()),
+        ("veil-model", EMBED_MODEL),
+    ];
+
+    // A forgery that reuses a genuine request's KEM share but not its ciphertext does not
+    // open, and does not poison the register: the genuine request still succeeds.
+    let (sealed, pending) = target.seal_request(&embed).unwrap();
+    let mut forged = sealed.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let r = post(&p.url("/ohttp"), &outer, forged).await;
+    assert_eq!(r.status, 400);
+    let r = post(&p.url("/ohttp"), &outer, sealed.clone()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(pending.open(&r.body).unwrap().status, 200);
+
+    // The same bytes again: refused, plainly, naming only the reason, with no receipt
+    // (the first answer's receipt already covers this request digest).
+    let r = post(&p.url("/ohttp"), &outer, sealed.clone()).await;
+    assert_eq!(r.status, 400);
+    assert!(r.headers.get("veil-receipt").is_none());
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_openai_error(&body);
+    assert_eq!(body["error"]["code"], "replayed_request");
+    // Also as a chunked request, and also without Veil-Key-Id (a plain OHTTP client).
+    let (chunked, _p) = target.seal_chunked_request(&embed).unwrap();
+    let chunked_outer = [
+        ("content-type", "message/ohttp-chunked-req"),
+        ("veil-key-id", key_id.as_str()),
+        ("veil-model", EMBED_MODEL),
+    ];
+    let r = post(&p.url("/ohttp"), &chunked_outer, chunked.clone()).await;
+    assert_eq!(r.status, 200);
+    let r = post(&p.url("/ohttp"), &chunked_outer[..1], chunked).await;
+    assert_eq!(r.status, 400);
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"]["code"], "replayed_request");
+
+    // Sealed again, the same request is a new request.
+    let (_, _, inner, _, _, _) = exchange(&p, &target, &embed, &outer[2..]).await;
+    assert_eq!(inner, 200);
+
+    // An inner date outside the window: a sealed 400 with a receipt.
+    for date in [
+        "Sun, 06 Nov 1994 08:49:37 GMT",
+        &httpdate::fmt_http_date(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+        ),
+        "yesterday",
+    ] {
+        let mut stale = embed.clone();
+        stale.headers.push("date", date).unwrap();
+        let (status, receipt, inner, body, inner_receipt, sealed) =
+            exchange(&p, &target, &stale, &outer[2..]).await;
+        assert_eq!((status, inner), (200, 400), "{date}: {body}");
+        assert_openai_error(&body);
+        assert_eq!(body["error"]["code"], "stale_request");
+        check_receipt(
+            &id,
+            receipt.as_deref(),
+            inner_receipt.as_deref(),
+            &sealed,
+            400,
+        );
+    }
+    // A current date passes.
+    let mut fresh = embed.clone();
+    fresh
+        .headers
+        .push(
+            "date",
+            &httpdate::fmt_http_date(std::time::SystemTime::now()),
+        )
+        .unwrap();
+    let (_, _, inner, _, _, _) = exchange(&p, &target, &fresh, &outer[2..]).await;
+    assert_eq!(inner, 200);
+
+    // The register holds 7, all inside the window now (the first request, the chunked
+    // one, the resealed one, the three stale ones, which opened, and the fresh one):
+    // the next request is refused with 503.
+    let (sealed, _) = target.seal_request(&embed).unwrap();
+    let r = post(&p.url("/ohttp"), &outer, sealed).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["retry-after"], "1");
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"]["code"], "replay_register_full");
+    let m = get(&p.url("/metrics")).await;
+    let m = String::from_utf8(m.body.to_vec()).unwrap();
+    assert!(m.contains("replayed_request"), "{m}");
+}
