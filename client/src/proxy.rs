@@ -4,6 +4,13 @@
 //!
 //! Routes: `POST /v1/chat/completions` (streaming included), `POST /v1/embeddings`,
 //! `GET /v1/models`, and `GET /veil/attestation` (the current verification result).
+//!
+//! Each answer's receipt, once the proxy has verified it, is handed to the local client:
+//! as the `Veil-Receipt` response header of a whole answer, and as the server-sent-event
+//! comment `: veil-receipt HEX` after a stream's last event (OpenAI SDKs skip comments).
+//! Its value is the lowercase hex of the receipt's canonical bytes
+//! (`veil_attestation::receipt::Receipt::parse`), so an application can keep what the
+//! enclave says it served and billed.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -92,12 +99,16 @@ async fn forward(client: &Client, request: &Request, meta: &OuterMeta) -> Respon
     match client.send(request, meta).await {
         Ok(Reply::Whole(a)) => {
             let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            (
+            let mut r = (
                 status,
                 [(header::CONTENT_TYPE, "application/json")],
                 a.body.to_vec(),
             )
-                .into_response()
+                .into_response();
+            if let Some(v) = receipt_text(&a.receipt).and_then(|t| HeaderValue::from_str(&t).ok()) {
+                r.headers_mut().insert(RECEIPT_HEADER, v);
+            }
+            r
         }
         Ok(Reply::Stream(mut s)) => {
             let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(32);
@@ -123,12 +134,23 @@ async fn forward(client: &Client, request: &Request, meta: &OuterMeta) -> Respon
                         }
                     }
                 }
-                if let Err(e) = s.finish().await {
-                    tracing::warn!(error = %e, "streamed answer's receipt did not verify");
-                    let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "receipt_invalid"}});
-                    let _ = tx
-                        .send(Ok(Frame::data(Bytes::from(format!("data: {v}\n\n")))))
-                        .await;
+                match s.finish().await {
+                    Ok(receipt) => {
+                        if let Some(t) = receipt_text(&receipt) {
+                            let _ = tx
+                                .send(Ok(Frame::data(Bytes::from(format!(
+                                    ": veil-receipt {t}\n\n"
+                                )))))
+                                .await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "streamed answer's receipt did not verify");
+                        let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "receipt_invalid"}});
+                        let _ = tx
+                            .send(Ok(Frame::data(Bytes::from(format!("data: {v}\n\n")))))
+                            .await;
+                    }
                 }
             });
             let stream =
@@ -147,6 +169,13 @@ async fn forward(client: &Client, request: &Request, meta: &OuterMeta) -> Respon
         }
         Err(e) => client_error(&e),
     }
+}
+
+/// The response header carrying a whole answer's verified receipt.
+pub const RECEIPT_HEADER: &str = "veil-receipt";
+
+fn receipt_text(r: &veil_attestation::receipt::Receipt) -> Option<String> {
+    r.to_bytes().ok().map(hex::encode)
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, Box<Response>> {

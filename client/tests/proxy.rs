@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use veil_client::procs::{Proc, create_key, sibling, sim_enclave, sim_gateway};
 
 const CHAT_MODEL: &str = "SmolLM2-135M-Instruct";
@@ -137,25 +137,41 @@ fn run(cmd: &mut Command) -> Output {
 
 /// A plain HTTP/1.1 GET over a fresh socket; returns status and body.
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http(addr, "GET", path, "");
+    (status, body)
+}
+
+/// A plain HTTP/1.1 request over a fresh socket (a JSON body when not empty); returns
+/// status, the head (lowercased) and the body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
         body.to_owned()
     };
-    (status, body)
+    (status, head, body)
+}
+
+/// The receipt a proxy answer carries (header or closing SSE comment), parsed.
+fn proxy_receipt(hex_text: &str) -> veil_attestation::receipt::Receipt {
+    let bytes: Vec<u8> = (0..hex_text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex_text[i..i + 2], 16).unwrap())
+        .collect();
+    veil_attestation::receipt::Receipt::parse(&bytes).unwrap()
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -233,6 +249,46 @@ fn openai_sdk_and_langchain_through_the_proxy() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["verified"], true, "{v}");
     assert_eq!(v["backends"][0]["simulated"], true, "{v}");
+
+    // The verified receipts reach the local client: a header on whole answers, a closing
+    // comment on streams.
+    let chat = json!({"model": CHAT_MODEL, "max_tokens": 3, "temperature": 0,
+                      "messages": [{"role": "user", "content": "Say hi."}]});
+    let (status, head, body) = http(
+        proxy.addr(),
+        "POST",
+        "/v1/chat/completions",
+        &chat.to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let line = head
+        .lines()
+        .find_map(|l| l.strip_prefix("veil-receipt: "))
+        .unwrap_or_else(|| panic!("no receipt header: {head}"));
+    let r = proxy_receipt(line.trim());
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.model, CHAT_MODEL);
+    assert_eq!(
+        r.completion_tokens,
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let (status, _, body) = http(
+        proxy.addr(),
+        "POST",
+        "/v1/chat/completions",
+        &streamed.to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let last = body.trim_end().lines().last().unwrap();
+    let r = proxy_receipt(
+        last.strip_prefix(": veil-receipt ")
+            .unwrap_or_else(|| panic!("{body}")),
+    );
+    assert_eq!(r.status, 200, "{body}");
+    assert!((1..=3).contains(&r.completion_tokens), "{body}");
 
     // Unknown paths are OpenAI-shaped errors too.
     let (status, body) = http_get(proxy.addr(), "/v1/nothing");
