@@ -5,7 +5,11 @@
 #
 #   scripts/dcap-qvl-compare.sh           compare; exit 1 on any disagreement
 #   scripts/dcap-qvl-compare.sh --bench   also time dcap_qvl.verify per quote (collateral
-#                                         parsed once), p50 over 200 calls, for BENCHMARKS.md
+#                                         object built once), p50 over 200 calls: a quick
+#                                         look; the figures in BENCHMARKS.md come from
+#                                         `cargo bench -p veil-attestation --bench tdx`,
+#                                         which times veil and dcap-qvl in the same run
+#                                         (attestation/benches/dcap_qvl_peer.py, this venv)
 #
 # Creates (once) a virtual environment under target/dcap-qvl-venv with a pinned dcap-qvl,
 # installed with `python3 -m pip`; builds veil-verify (cargo build -p veil-verifier).

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bundle;
 mod ear;
+mod fetch;
 mod gpu;
 mod measure;
 mod output;
@@ -44,6 +45,11 @@ enum Command {
     TdxQuote(tdx::Args),
     /// Verify NVIDIA H100 GPU evidence (SPDM measurements) with its device chain, offline.
     Gpu(gpu::Args),
+    /// Fetch collateral a host did not supply (SEV-SNP VCEK from AMD's KDS, TDX DCAP
+    /// collateral from Intel's PCS), verified and cached; host-side, never on a request
+    /// path.
+    #[command(subcommand)]
+    Fetch(fetch::Command),
 }
 
 fn main() -> ExitCode {
@@ -66,5 +72,6 @@ fn main() -> ExitCode {
         Command::SnpReport(args) => snp::run(&args),
         Command::TdxQuote(args) => tdx::run(&args),
         Command::Gpu(args) => gpu::run(&args),
+        Command::Fetch(command) => fetch::run(&command),
     }
 }
