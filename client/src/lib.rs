@@ -531,10 +531,13 @@ impl Client {
                 reports,
             });
         }
-        *self.trusted.lock().await = Some(Trusted {
+        let mut trusted = self.trusted.lock().await;
+        // Keep the round-robin position: a retry after a failure goes to the next backend.
+        let next = trusted.as_ref().map_or(0, |t| t.next);
+        *trusted = Some(Trusted {
             backends,
             reports: reports.clone(),
-            next: 0,
+            next,
             etag,
         });
         Ok(reports)
@@ -570,14 +573,24 @@ impl Client {
     }
 
     /// Seals `request` to a verified backend and sends it through the gateway. When the
-    /// gateway says the key is unknown (the enclave rotated or left), attests again and
-    /// retries once.
+    /// gateway says the key is unknown (the enclave rotated or left) or that it could not
+    /// reach the backend (`backend_unavailable`: the enclave is gone, and nothing was
+    /// answered or billed), attests again and retries once, sealed anew, on the next
+    /// verified backend.
     ///
     /// # Errors
     /// Outer errors, channel failures, receipt failures.
     pub async fn send(&self, request: &Request, meta: &OuterMeta) -> Result<Reply, ClientError> {
         match self.send_once(request, meta).await {
             Err(ClientError::Outer { status: 422, .. }) => {
+                self.attest().await?;
+                self.send_once(request, meta).await
+            }
+            Err(ClientError::Outer {
+                status: 502,
+                ref body,
+                ..
+            }) if error_code(body) == Some("backend_unavailable") => {
                 self.attest().await?;
                 self.send_once(request, meta).await
             }
@@ -812,6 +825,23 @@ pub fn json_request(path: &str, body: Vec<u8>) -> Result<Request, ClientError> {
     let mut r = Request::new("POST", path, body);
     r.headers.push("content-type", "application/json")?;
     Ok(r)
+}
+
+/// The `error.code` of an OpenAI-shaped error body.
+fn error_code(body: &[u8]) -> Option<&str> {
+    #[derive(serde::Deserialize)]
+    struct Inner<'a> {
+        #[serde(borrow)]
+        code: Option<&'a str>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Outer<'a> {
+        #[serde(borrow)]
+        error: Inner<'a>,
+    }
+    serde_json::from_slice::<Outer<'_>>(body)
+        .ok()
+        .and_then(|o| o.error.code)
 }
 
 /// The outer metadata of an OpenAI request body (model, max tokens, stream).

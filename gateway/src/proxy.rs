@@ -417,6 +417,9 @@ async fn forward(
                 &[("backend", &backend.url)],
             );
             tracing::warn!(request_id, backend = %backend.url, error = %e, "backend request failed");
+            // Check the backends now rather than at the next interval, so one that is gone
+            // leaves the routing table before more requests meet it.
+            state.registry.wake();
             return Err((ApiError::bad_gateway(), name));
         }
     };

@@ -1,1 +1,5 @@
-//! Whole-system tests live in `tests/`; they start the real binaries.
+//! Whole-system tests that start veil's real binaries, and `veil-load`, the load harness
+//! (see [`load`]).
+
+pub mod hop;
+pub mod load;
