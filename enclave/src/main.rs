@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve: generate keys, gather evidence, answer sealed (OHTTP) requests.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Manage the model directory.
     Models {
         #[command(subcommand)]
@@ -90,6 +90,11 @@ struct Serve {
     /// all are inside the window, new requests get 503 rather than go unguarded.
     #[arg(long, env = "VEIL_ENCLAVE_REPLAY_CAPACITY", default_value_t = 262_144)]
     replay_capacity: usize,
+    /// Replace the HPKE keys this often, in seconds, with fresh evidence bound to the new
+    /// ones (0: never). Requests sealed to old keys get 422 `unknown_key_id`; veil's
+    /// client then fetches the bundle again and reseals.
+    #[arg(long, env = "VEIL_ENCLAVE_ROTATE_KEYS_SECONDS", default_value_t = 0)]
+    rotate_keys_seconds: u64,
     /// Gather fresh evidence (same keys) this often, in seconds, so the bundle's age
     /// stays within verifiers' limits.
     #[arg(long, env = "VEIL_ENCLAVE_REFRESH_SECONDS", default_value_t = 3600)]
@@ -122,7 +127,7 @@ fn main() -> ExitCode {
         Command::Models {
             command: ModelsCommand::Fetch { dir },
         } => veil_enclave::models::fetch_defaults(&dir),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -229,6 +234,22 @@ fn serve(args: Serve) -> anyhow::Result<()> {
                 }
             }
         });
+        if args.rotate_keys_seconds > 0 {
+            let rotator = enclave.clone();
+            let every = Duration::from_secs(args.rotate_keys_seconds);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tick.tick().await;
+                    let e = rotator.clone();
+                    match tokio::task::spawn_blocking(move || e.rotate_keys()).await {
+                        Ok(Ok(())) => tracing::info!("keys rotated"),
+                        Ok(Err(err)) => tracing::error!(error = %err, "key rotation failed"),
+                        Err(_) => tracing::error!("key rotation panicked"),
+                    }
+                }
+            });
+        }
         // Sealed events are written as they are made: no Nagle delay behind them.
         let listener = axum::serve::ListenerExt::tap_io(listener, no_delay);
         axum::serve(listener, enclave.outer_router())

@@ -81,7 +81,10 @@ impl Default for Settings {
 
 /// The running enclave.
 pub struct Enclave {
-    keys: ServerKeys,
+    /// The current key configurations and private keys; replaced by [`Enclave::rotate_keys`].
+    keys: RwLock<Arc<ServerKeys>>,
+    /// Serializes evidence refreshes and key rotations.
+    evidence: Mutex<()>,
     signer: ReceiptSigner,
     engine: Arc<dyn Engine>,
     manifest: ModelManifest,
@@ -164,7 +167,8 @@ impl Enclave {
         let signer = ReceiptSigner::generate()?;
         let platform = cpu.platform();
         let enclave = Self {
-            keys,
+            keys: RwLock::new(Arc::new(keys)),
+            evidence: Mutex::new(()),
             signer,
             engine,
             manifest,
@@ -187,8 +191,55 @@ impl Enclave {
     /// # Errors
     /// When evidence collection fails; the previous bundle stays served.
     pub fn refresh_bundle(&self) -> anyhow::Result<()> {
+        let _one_at_a_time = self
+            .evidence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let json = self.assemble(&self.keys())?;
+        *self
+            .bundle_json
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = json;
+        Ok(())
+    }
+
+    /// Replaces the HPKE keys with new ones and serves a bundle with fresh evidence bound
+    /// to them. Requests sealed to the old keys are answered 422 `unknown_key_id` (clients
+    /// fetch the bundle again and reseal); the old private keys are dropped (and wiped).
+    /// The receipt key stays, so receipts remain verifiable across rotations.
+    ///
+    /// # Errors
+    /// When key generation or evidence collection fails; the old keys and bundle stay.
+    pub fn rotate_keys(&self) -> anyhow::Result<()> {
+        let _one_at_a_time = self
+            .evidence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keys = Arc::new(ServerKeys::generate()?);
+        let json = self.assemble(&keys)?;
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        *self
+            .bundle_json
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = json;
+        Ok(())
+    }
+
+    /// The current keys.
+    fn keys(&self) -> Arc<ServerKeys> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A bundle over `keys` with fresh evidence, as JSON.
+    fn assemble(&self, keys: &ServerKeys) -> anyhow::Result<Bytes> {
         let b = Bundle::assemble(
-            self.keys.configs(),
+            keys.configs(),
             self.signer.public_key(),
             self.manifest.clone(),
             self.platform,
@@ -197,12 +248,7 @@ impl Enclave {
             |report_data| self.cpu.evidence(report_data),
             OffsetDateTime::now_utc(),
         )?;
-        let json = b.to_json()?;
-        *self
-            .bundle_json
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Bytes::from(json);
-        Ok(())
+        Ok(Bytes::from(b.to_json()?))
     }
 
     /// The served bundle's JSON.
@@ -313,7 +359,7 @@ async fn attestation(State(e): State<Arc<Enclave>>) -> Response {
 async fn ohttp_keys(State(e): State<Arc<Enclave>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/ohttp-keys")],
-        e.keys.configs().as_bytes().to_vec(),
+        e.keys().configs().as_bytes().to_vec(),
     )
         .into_response()
 }
@@ -440,18 +486,19 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
         }
     };
     let request_digest = Sha256Digest::of(&sealed);
+    // One snapshot of the keys for the whole request (a rotation may happen meanwhile).
+    let keys = e.keys();
     // The key: from Veil-Key-Id, or for standard OHTTP clients from the message's own
     // one-byte key identifier.
     let key_id = header_key_id.or_else(|| {
         let first = *sealed.first()?;
-        e.keys
-            .configs()
+        keys.configs()
             .configs()
             .iter()
             .find(|c| c.key_id() == first)
             .map(channel::KeyConfig::id)
     });
-    let Some(key_id) = key_id.filter(|k| e.keys.configs().get(k).is_some()) else {
+    let Some(key_id) = key_id.filter(|k| keys.configs().get(k).is_some()) else {
         e.metrics.rejected("unknown_key_id");
         return plain_error(
             422,
@@ -462,8 +509,7 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
     let limits = Limits {
         max_request: e.settings.max_request_bytes,
     };
-    let enc_len = e
-        .keys
+    let enc_len = keys
         .configs()
         .get(&key_id)
         .map_or(0, |c| c.kem().public_key_len());
@@ -523,7 +569,7 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
     };
 
     if chunked {
-        let opened = e.keys.open_chunked_request(&key_id, &sealed, &limits);
+        let opened = keys.open_chunked_request(&key_id, &sealed, &limits);
         drop(sealed);
         let (request, mut sealer) = match opened {
             Ok(x) => x,
@@ -659,7 +705,7 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
             }
         }
     } else {
-        let opened = e.keys.open_request(&key_id, &sealed, &limits);
+        let opened = keys.open_request(&key_id, &sealed, &limits);
         drop(sealed);
         let (request, sealer) = match opened {
             Ok(x) => x,

@@ -203,14 +203,15 @@ impl Registry {
         }
     }
 
-    /// Re-verifies every `interval`, or at once when woken.
+    /// Re-verifies every `interval`, or at once when woken (from the start: the first
+    /// refresh is the caller's).
     pub async fn run(self: Arc<Self>, interval: Duration) {
         loop {
-            self.refresh().await;
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 () = self.wake.notified() => {}
             }
+            self.refresh().await;
         }
     }
 }

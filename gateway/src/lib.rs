@@ -133,10 +133,7 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     state.registry.refresh().await;
     let registry = Arc::clone(&state.registry);
-    tokio::spawn(async move {
-        tokio::time::sleep(refresh_interval).await;
-        registry.run(refresh_interval).await;
-    });
+    tokio::spawn(registry.run(refresh_interval));
     let addr: SocketAddr = listener.local_addr()?;
     if let Some(config) = tls {
         eprintln!("veil-gateway: listening on https://{addr}");

@@ -11,7 +11,8 @@
 //! in any byte the gateway read or wrote, in any process's output, in the enclaves'
 //! metrics, or in the ledger file.
 //!
-//! Faults on demand: an enclave killed mid-run, the gateway restarted mid-run.
+//! Faults on demand: an enclave killed mid-run, the gateway restarted mid-run, enclaves
+//! rotating their keys while clients hold the old bundles.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -64,6 +65,8 @@ pub struct Config {
     pub kill_enclave_after: Option<Duration>,
     /// Restart the gateway (same database) this long after the start.
     pub restart_gateway_after: Option<Duration>,
+    /// Enclaves replace their HPKE keys this often (whole seconds).
+    pub rotate_keys_every: Option<Duration>,
 }
 
 /// Kinds of request.
@@ -272,6 +275,9 @@ pub async fn run(cfg: &Config) -> anyhow::Result<Report> {
 
     let mut enclaves = Vec::new();
     let mut enclave_hops = Vec::new();
+    let rotate = cfg
+        .rotate_keys_every
+        .map_or_else(|| "0".to_owned(), |d| d.as_secs().max(1).to_string());
     for _ in 0..cfg.enclaves.max(1) {
         let e = sim_enclave(
             &models,
@@ -280,6 +286,8 @@ pub async fn run(cfg: &Config) -> anyhow::Result<Report> {
                 "256",
                 "--log",
                 "veil_enclave=debug,info",
+                "--rotate-keys-seconds",
+                &rotate,
             ],
         )?;
         let hop = Hop::start(e.addr(), pats.clone()).await?;

@@ -48,6 +48,9 @@ struct Cli {
     /// Restart the gateway (same ledger) this many seconds after the start.
     #[arg(long)]
     restart_gateway_after: Option<f64>,
+    /// Enclaves replace their HPKE keys every this many seconds.
+    #[arg(long)]
+    rotate_keys_every: Option<u64>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         max_tokens: cli.max_tokens,
         kill_enclave_after: cli.kill_enclave_after.map(Duration::from_secs_f64),
         restart_gateway_after: cli.restart_gateway_after.map(Duration::from_secs_f64),
+        rotate_keys_every: cli.rotate_keys_every.map(Duration::from_secs),
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
