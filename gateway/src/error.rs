@@ -117,6 +117,17 @@ impl ApiError {
             "the backend could not be reached",
         )
     }
+    /// 503: the database (keys and ledger) cannot be reached; nothing is served unbilled.
+    #[must_use]
+    pub fn ledger_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "ledger_unavailable",
+            "the gateway cannot reach its database; retry later",
+        )
+        .retry_after(1)
+    }
     /// 503.
     #[must_use]
     pub fn no_backend() -> Self {

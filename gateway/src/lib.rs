@@ -51,11 +51,95 @@ pub struct AppState {
     pub max_body_bytes: u64,
     /// Ledger writes in progress.
     pub ledger_pending: AtomicU64,
+    /// What to do while the database cannot be reached.
+    pub ledger_outage: LedgerOutage,
+    /// Receipts whose ledger write failed, written again (in order) until the database
+    /// takes them; at most [`LEDGER_BACKLOG_MAX`].
+    pub ledger_backlog: std::sync::Mutex<std::collections::VecDeque<store::UsageRow>>,
+    /// Keys seen valid recently (by hash), for [`LedgerOutage::Serve`].
+    pub key_cache:
+        std::sync::Mutex<std::collections::HashMap<String, (store::KeyRecord, std::time::Instant)>>,
     next_id: AtomicU64,
     id_prefix: u32,
 }
 
+/// The most receipts kept for a later ledger write (about 300 bytes each).
+pub const LEDGER_BACKLOG_MAX: usize = 100_000;
+/// How long a key seen valid may be trusted while the database is unreachable
+/// ([`LedgerOutage::Serve`]).
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(600);
+
+/// What the gateway does while its database cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerOutage {
+    /// Refuse requests (503 `ledger_unavailable`): nothing is served unbilled.
+    #[default]
+    Refuse,
+    /// Keep serving keys seen valid within the last ten minutes (a revocation made during
+    /// the outage is seen only when it ends); their receipts are kept and written when the
+    /// database is back.
+    Serve,
+}
+
 impl AppState {
+    /// Keeps `row` for a later write; false when the backlog is full (the row is lost,
+    /// and counted).
+    pub fn defer_receipt(&self, row: store::UsageRow) -> bool {
+        let mut b = self
+            .ledger_backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if b.len() >= LEDGER_BACKLOG_MAX {
+            self.metrics.inc("veil_gateway_receipts_lost_total", &[]);
+            return false;
+        }
+        b.push_back(row);
+        self.metrics
+            .ledger_backlog
+            .store(b.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// Writes the backlog, oldest first, until the database refuses one.
+    pub async fn drain_backlog(&self) {
+        loop {
+            let Some(row) = self
+                .ledger_backlog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .front()
+                .cloned()
+            else {
+                return;
+            };
+            match self.store.record(&row).await {
+                Ok(recorded) => {
+                    self.metrics.inc(
+                        if recorded {
+                            "veil_gateway_receipts_recorded_total"
+                        } else {
+                            "veil_gateway_receipts_duplicate_total"
+                        },
+                        &[],
+                    );
+                    let mut b = self
+                        .ledger_backlog
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    b.pop_front();
+                    self.metrics
+                        .ledger_backlog
+                        .store(b.len() as u64, Ordering::Relaxed);
+                    if b.is_empty() {
+                        tracing::info!("ledger backlog written");
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
     /// A request id, unique within this process and distinct across restarts.
     pub fn request_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -80,6 +164,8 @@ pub struct Settings {
     pub max_body_bytes: u64,
     /// Concurrent requests per key unless the key says otherwise.
     pub default_max_streams: u32,
+    /// What to do while the database cannot be reached.
+    pub ledger_outage: LedgerOutage,
 }
 
 /// Builds the state: opens the database, starts nothing.
@@ -108,6 +194,9 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<Arc<AppState>> {
         upstream,
         max_body_bytes: settings.max_body_bytes,
         ledger_pending: AtomicU64::new(0),
+        ledger_outage: settings.ledger_outage,
+        ledger_backlog: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        key_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         next_id: AtomicU64::new(1),
         id_prefix: u32::from_be_bytes(prefix),
     }))
@@ -134,6 +223,14 @@ pub async fn serve_with(
     state.registry.refresh().await;
     let registry = Arc::clone(&state.registry);
     tokio::spawn(registry.run(refresh_interval));
+    let drainer = Arc::clone(&state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            drainer.drain_backlog().await;
+        }
+    });
     let addr: SocketAddr = listener.local_addr()?;
     if let Some(config) = tls {
         eprintln!("veil-gateway: listening on https://{addr}");

@@ -50,7 +50,7 @@ enum Command {
 struct ServeArgs {
     /// A TOML file with any of: listen, backends, database, admin_token, policy (a table of
     /// the attestation policy), insecure_allow_sim, refresh_interval_seconds, max_body_bytes,
-    /// max_streams_per_key, tls_cert, tls_key. Flags and environment variables override it.
+    /// max_streams_per_key, tls_cert, tls_key, ledger_outage. Flags and environment variables override it.
     #[arg(long, env = "VEIL_GATEWAY_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on (port 0 picks one; the bound address is printed on stderr as
@@ -92,6 +92,12 @@ struct ServeArgs {
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, env = "VEIL_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// While the database cannot be reached: `refuse` requests with 503
+    /// ledger_unavailable (nothing served unbilled), or `serve` keys seen valid in the
+    /// last ten minutes and write their receipts when it is back. Receipts whose write
+    /// fails are kept (up to 100,000) and written again either way. [default: refuse]
+    #[arg(long, env = "VEIL_LEDGER_OUTAGE", value_enum)]
+    ledger_outage: Option<veil_gateway::LedgerOutage>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +116,7 @@ struct FileConfig {
     max_streams_per_key: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    ledger_outage: Option<veil_gateway::LedgerOutage>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,6 +285,10 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
             .max_streams_per_key
             .or(file.max_streams_per_key)
             .unwrap_or(16),
+        ledger_outage: args
+            .ledger_outage
+            .or(file.ledger_outage)
+            .unwrap_or_default(),
     };
     let listen = args
         .listen

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub routable_backends: AtomicU64,
     /// Requests in flight.
     pub in_flight: AtomicU64,
+    /// Receipts waiting for the database.
+    pub ledger_backlog: AtomicU64,
 }
 
 fn escape(v: &str) -> String {
@@ -79,6 +81,11 @@ impl Metrics {
             out,
             "# TYPE veil_gateway_in_flight gauge\nveil_gateway_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE veil_gateway_ledger_backlog gauge\nveil_gateway_ledger_backlog {}",
+            self.ledger_backlog.load(Ordering::Relaxed)
         );
         if let Ok(c) = self.counters.lock() {
             let mut last = "";

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::limits::{Admission, Refusal};
 use crate::relay::{RequestBody, ResponseBody, ResponseWatcher, Seen};
 use crate::store::{KeyRecord, UsageRow};
-use crate::{AppState, auth};
+use crate::{AppState, KEY_CACHE_TTL, LedgerOutage, auth};
 
 /// Outer header names (lowercase).
 pub const KEY_ID_HEADER: &str = "veil-key-id";
@@ -41,12 +41,41 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<KeyRecord, ApiError> {
     let key = auth::bearer_key(header_str(headers, header::AUTHORIZATION.as_str()))
         .ok_or_else(ApiError::unauthorized)?;
-    match state.store.active_key_by_hash(&auth::hash_key(key)).await {
-        Ok(Some(k)) => Ok(k),
-        Ok(None) => Err(ApiError::unauthorized()),
+    let hash = auth::hash_key(key);
+    let serve = state.ledger_outage == LedgerOutage::Serve;
+    let cache = || {
+        state
+            .key_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    match state.store.active_key_by_hash(&hash).await {
+        Ok(Some(k)) => {
+            if serve {
+                cache().insert(hash, (k.clone(), Instant::now()));
+            }
+            Ok(k)
+        }
+        Ok(None) => {
+            if serve {
+                cache().remove(&hash);
+            }
+            Err(ApiError::unauthorized())
+        }
         Err(e) => {
-            tracing::error!(error = %e, "key lookup failed");
-            Err(ApiError::internal())
+            tracing::error!(error = %e, "key lookup failed: the database is unreachable");
+            state.metrics.inc("veil_gateway_ledger_errors_total", &[]);
+            if serve
+                && let Some((k, _)) = cache()
+                    .get(&hash)
+                    .filter(|(_, seen)| seen.elapsed() < KEY_CACHE_TTL)
+            {
+                state
+                    .metrics
+                    .inc("veil_gateway_served_during_ledger_outage_total", &[]);
+                return Ok(k.clone());
+            }
+            Err(ApiError::ledger_unavailable())
         }
     }
 }
@@ -239,7 +268,8 @@ impl Meter {
                     .inc("veil_gateway_receipts_duplicate_total", &[]),
                 Err(e) => {
                     state.metrics.inc("veil_gateway_ledger_errors_total", &[]);
-                    tracing::error!(request_id = %request_id, error = %e, "ledger write failed");
+                    tracing::error!(request_id = %request_id, error = %e, "ledger write failed; the receipt is kept and written again");
+                    state.defer_receipt(row);
                 }
             }
             state.ledger_pending.fetch_sub(1, Ordering::SeqCst);

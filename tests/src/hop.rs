@@ -3,7 +3,7 @@
 //! canaries of a run, raw, in hex and in base64) without keeping the bytes.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -86,6 +86,10 @@ pub struct Hop {
     target: Arc<Mutex<SocketAddr>>,
     /// What it saw.
     pub seen: Arc<Seen>,
+    /// While set, connections are closed as soon as they are accepted.
+    cut: Arc<AtomicBool>,
+    /// The relays running, to end them when the hop is cut.
+    relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Hop {
@@ -99,16 +103,21 @@ impl Hop {
             addr: listener.local_addr()?,
             target: Arc::new(Mutex::new(target)),
             seen: Arc::new(Seen::default()),
+            cut: Arc::new(AtomicBool::new(false)),
+            relays: Arc::new(Mutex::new(Vec::new())),
         };
         let h = hop.clone();
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
+                if h.cut.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
                 let _ = inbound.set_nodelay(true);
                 h.seen.connections.fetch_add(1, Ordering::Relaxed);
                 let target = h.target();
                 let seen = h.seen.clone();
                 let patterns = patterns.clone();
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
                         return; // dropping `inbound` closes it: the client sees a reset
                     };
@@ -119,6 +128,12 @@ impl Hop {
                     let down = relay(ro, wi, seen, patterns);
                     let _ = tokio::join!(up, down);
                 });
+                let mut relays = h
+                    .relays
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                relays.retain(|r| !r.is_finished());
+                relays.push(task.abort_handle());
             }
         });
         Ok(hop)
@@ -139,6 +154,25 @@ impl Hop {
             .target
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = target;
+    }
+
+    /// Cuts the link: closes every relayed connection and refuses new ones (a network
+    /// partition, or the target going away) until [`Hop::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for r in self
+            .relays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
+            r.abort();
+        }
+    }
+
+    /// Relays again after [`Hop::cut`].
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 
     /// `http://ADDR`.
