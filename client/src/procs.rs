@@ -160,6 +160,12 @@ impl Proc {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Its process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 /// `veil-enclave serve` with the **simulated** TEE, no GPU, on a free loopback port,
