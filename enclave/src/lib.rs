@@ -11,5 +11,6 @@ pub mod nvml;
 pub mod openai;
 pub mod platform;
 pub mod replay;
+pub mod serve;
 pub mod service;
 pub mod upstream;

@@ -212,12 +212,11 @@ fn serve(args: Serve) -> anyhow::Result<()> {
                 inner.local_addr()?
             );
             let router = enclave.plaintext_router();
-            tokio::spawn(async move {
-                let inner = axum::serve::ListenerExt::tap_io(inner, no_delay);
-                if let Err(e) = axum::serve(inner, router).await {
-                    tracing::error!(error = %e, "plaintext listener failed");
-                }
-            });
+            tokio::spawn(veil_enclave::serve::serve(
+                inner,
+                router,
+                std::future::pending(),
+            ));
         }
         let refresher = enclave.clone();
         let every = Duration::from_secs(args.refresh_seconds.max(1));
@@ -250,17 +249,9 @@ fn serve(args: Serve) -> anyhow::Result<()> {
                 }
             });
         }
-        // Sealed events are written as they are made: no Nagle delay behind them.
-        let listener = axum::serve::ListenerExt::tap_io(listener, no_delay);
-        axum::serve(listener, enclave.outer_router())
-            .with_graceful_shutdown(shutdown())
-            .await?;
+        veil_enclave::serve::serve(listener, enclave.outer_router(), shutdown()).await;
         Ok(())
     })
-}
-
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
 }
 
 async fn shutdown() {

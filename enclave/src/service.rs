@@ -45,6 +45,8 @@ pub const MODEL_HEADER: &str = "veil-model";
 pub const MAX_TOKENS_HEADER: &str = "veil-max-tokens";
 /// The outer header declaring streaming.
 pub const STREAM_HEADER: &str = "veil-stream";
+/// How long an encapsulated request's body may take to arrive.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The receipt's header (whole responses), trailer (streams) and inner trailer field.
 pub const RECEIPT_FIELD: &str = "veil-receipt";
 
@@ -399,21 +401,37 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// One outer metadata header: absent, or exactly one value of visible ASCII. Two values,
+/// or bytes that are not visible ASCII, are refused (never read as "absent").
+fn single<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+    let mut values = h.get_all(name).iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(());
+    }
+    v.to_str().map(Some).map_err(|_| ())
+}
+
 /// Reads the outer metadata headers. Malformed values are refused outright.
 fn outer_meta(h: &HeaderMap, chunked: bool) -> Result<OuterMeta, &'static str> {
-    let model = header_str(h, MODEL_HEADER).map(str::to_owned);
-    let max_tokens = match header_str(h, MAX_TOKENS_HEADER) {
-        None => None,
-        Some(v) => Some(
+    let model = single(h, MODEL_HEADER)
+        .map_err(|()| "Veil-Model must be one value of visible ASCII")?
+        .map(str::to_owned);
+    let max_tokens = match single(h, MAX_TOKENS_HEADER) {
+        Ok(None) => None,
+        Ok(Some(v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => Some(
             v.parse::<u32>()
                 .map_err(|_| "Veil-Max-Tokens must be a non-negative integer")?,
         ),
+        Ok(Some(_)) | Err(()) => return Err("Veil-Max-Tokens must be a non-negative integer"),
     };
-    let stream = match header_str(h, STREAM_HEADER) {
-        None => None,
-        Some("true" | "1") => Some(true),
-        Some("false" | "0") => Some(false),
-        Some(_) => return Err("Veil-Stream must be true or false"),
+    let stream = match single(h, STREAM_HEADER) {
+        Ok(None) => None,
+        Ok(Some("true" | "1")) => Some(true),
+        Ok(Some("false" | "0")) => Some(false),
+        Ok(Some(_)) | Err(()) => return Err("Veil-Stream must be true or false"),
     };
     Ok(OuterMeta {
         model,
@@ -452,19 +470,60 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
             return plain_error(400, "invalid_outer_header", msg);
         }
     };
-    let header_key_id = match header_str(&headers, KEY_ID_HEADER) {
-        None => None,
-        Some(v) => match v.parse::<KeyId>() {
+    let bad_key_id = || {
+        e.metrics.rejected("key_id");
+        plain_error(
+            400,
+            "invalid_key_id",
+            "Veil-Key-Id must be 32 lowercase hex digits",
+        )
+    };
+    let header_key_id = match single(&headers, KEY_ID_HEADER) {
+        Ok(None) => None,
+        Ok(Some(v)) => match v.parse::<KeyId>() {
             Ok(k) => Some(k),
-            Err(_) => {
-                e.metrics.rejected("key_id");
-                return plain_error(
-                    400,
-                    "invalid_key_id",
-                    "Veil-Key-Id must be 32 lowercase hex digits",
-                );
-            }
+            Err(_) => return bad_key_id(),
         },
+        Err(()) => return bad_key_id(),
+    };
+    let too_large = || {
+        e.metrics.rejected("too_large");
+        plain_error(
+            413,
+            "request_too_large",
+            "the encapsulated request is too large",
+        )
+    };
+    // A declared length over the limit is refused before anything is read.
+    if single(&headers, header::CONTENT_LENGTH.as_str())
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > e.settings.max_request_bytes as u64)
+    {
+        return too_large();
+    }
+    // The body, whole, bounded in size and in time: a client that withholds it is cut off
+    // (slowloris) and holds no admission place while it dawdles.
+    let sealed = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(body, e.settings.max_request_bytes),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            e.metrics.rejected("body_timeout");
+            let mut r = plain_error(
+                408,
+                "request_timeout",
+                "the request body did not arrive in time",
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
     };
     // Admission before any decryption work.
     let Some(admitted) = e.admit(meta.model.as_deref()) else {
@@ -473,17 +532,6 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
-    };
-    let sealed = match axum::body::to_bytes(body, e.settings.max_request_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            e.metrics.rejected("too_large");
-            return plain_error(
-                413,
-                "request_too_large",
-                "the encapsulated request is too large",
-            );
-        }
     };
     let request_digest = Sha256Digest::of(&sealed);
     // One snapshot of the keys for the whole request (a rotation may happen meanwhile).

@@ -237,14 +237,5 @@ pub async fn serve_with(
         return tls::serve_tls(listener, config, routes::router(state)).await;
     }
     eprintln!("veil-gateway: listening on http://{addr}");
-    // A relay writes each frame as it comes: no Nagle delay on the way back to clients.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, routes::router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
+    tls::serve_plain(listener, routes::router(state)).await
 }

@@ -80,6 +80,27 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<KeyRe
     }
 }
 
+/// One outer metadata header: absent, or exactly one value of visible ASCII. Two values,
+/// or bytes that are not visible ASCII, are refused (never read as "absent").
+fn single<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+    let mut values = h.get_all(name).iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(());
+    }
+    v.to_str().map(Some).map_err(|_| ())
+}
+
+/// A decimal number of digits only (no sign, no spaces), as `u32`.
+pub fn digits_u32(v: &str) -> Option<u32> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
 struct Meta {
     chunked: bool,
     key_id: KeyId,
@@ -108,22 +129,24 @@ fn outer_meta(h: &HeaderMap) -> Result<Meta, ApiError> {
             ));
         }
     };
-    let key_id = header_str(h, KEY_ID_HEADER)
+    let bad_key_id = || {
+        ApiError::bad_request(
+            "invalid_key_id",
+            "Veil-Key-Id must be 32 lowercase hex digits",
+        )
+        .param("Veil-Key-Id")
+    };
+    let key_id = single(h, KEY_ID_HEADER)
+        .map_err(|()| bad_key_id())?
         .ok_or_else(|| {
             ApiError::bad_request("missing_key_id", "the Veil-Key-Id header is required")
                 .param("Veil-Key-Id")
         })?
         .parse::<KeyId>()
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_key_id",
-                "Veil-Key-Id must be 32 lowercase hex digits",
-            )
-            .param("Veil-Key-Id")
-        })?;
-    let model = match header_str(h, MODEL_HEADER) {
-        None => None,
-        Some(m)
+        .map_err(|_| bad_key_id())?;
+    let model = match single(h, MODEL_HEADER) {
+        Ok(None) => None,
+        Ok(Some(m))
             if !m.is_empty()
                 && m.len() <= 128
                 && m.bytes()
@@ -131,7 +154,7 @@ fn outer_meta(h: &HeaderMap) -> Result<Meta, ApiError> {
         {
             Some(m.to_owned())
         }
-        Some(_) => {
+        Ok(Some(_)) | Err(()) => {
             return Err(ApiError::bad_request(
                 "invalid_model",
                 "Veil-Model is not a valid model id",
@@ -139,21 +162,22 @@ fn outer_meta(h: &HeaderMap) -> Result<Meta, ApiError> {
             .param("Veil-Model"));
         }
     };
-    let max_tokens = match header_str(h, MAX_TOKENS_HEADER) {
-        None => None,
-        Some(v) => Some(v.parse::<u32>().map_err(|_| {
-            ApiError::bad_request(
+    let max_tokens = match single(h, MAX_TOKENS_HEADER) {
+        Ok(None) => None,
+        Ok(Some(v)) if digits_u32(v).is_some() => digits_u32(v),
+        Ok(Some(_)) | Err(()) => {
+            return Err(ApiError::bad_request(
                 "invalid_max_tokens",
                 "Veil-Max-Tokens must be a non-negative integer",
             )
-            .param("Veil-Max-Tokens")
-        })?),
+            .param("Veil-Max-Tokens"));
+        }
     };
-    let stream = match header_str(h, STREAM_HEADER) {
-        None => None,
-        Some("true" | "1") => Some(true),
-        Some("false" | "0") => Some(false),
-        Some(_) => {
+    let stream = match single(h, STREAM_HEADER) {
+        Ok(None) => None,
+        Ok(Some("true" | "1")) => Some(true),
+        Ok(Some("false" | "0")) => Some(false),
+        Ok(Some(_)) | Err(()) => {
             return Err(ApiError::bad_request(
                 "invalid_stream",
                 "Veil-Stream must be true or false",

@@ -133,10 +133,32 @@ pub async fn serve_tls(
     config: Arc<ServerConfig>,
     router: Router,
 ) -> anyhow::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
+    serve_connections(listener, Some(TlsAcceptor::from(config)), router).await
+}
+
+/// As [`serve_tls`], in plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge).
+///
+/// # Errors
+/// Never after it starts.
+pub async fn serve_plain(listener: TcpListener, router: Router) -> anyhow::Result<()> {
+    serve_connections(listener, None, router).await
+}
+
+/// How long a connection may take to send its first byte, and a request its headers
+/// (slowloris): past it the connection is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn serve_connections(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    router: Router,
+) -> anyhow::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // With a timer, HTTP/1 connections that do not send their headers in time are closed.
-    builder.http1().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
@@ -164,6 +186,22 @@ pub async fn serve_tls(
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // A connection that sends nothing at all is closed too (hyper's header timer
+            // starts with the first byte).
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(HEADER_TIMEOUT, tcp.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
+            let Some(acceptor) = acceptor else {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            };
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
