@@ -94,10 +94,21 @@ pub fn from_manifest(path: &Path) -> Result<String, String> {
         ));
     }
     let body = toml::to_string_pretty(&policy).map_err(|e| format!("writing the policy: {e}"))?;
+    // The measurements cover the command line, which pins the root filesystem: say which.
+    let image_lines = match &manifest.build {
+        None => String::new(),
+        Some(b) => {
+            let root: Sha256Digest = hex("build.verity.root_hash", &b.verity.root_hash)?;
+            format!(
+                "# The image's root filesystem: dm-verity root hash {root} (on its measured command line).\n"
+            )
+        }
+    };
     Ok(format!(
         "# veil attestation policy for image {:?}, written by `veil-verify policy from-manifest`\n\
          # from {}\n\
          # (sha256 {}).\n\
+         {image_lines}\
          # It pins the image's launch measurements{} and model manifest; everything else\n\
          # is the strict default (see attestation/policy.example.toml).\n\n{body}",
         manifest.image,
