@@ -31,7 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         platform: Platform::Sim,
         enclave_version: env!("CARGO_PKG_VERSION"),
     };
-    let report_data = core.report_data(&bundle::gpu_evidence_digest(&[]));
+    let produced_at = OffsetDateTime::now_utc();
+    let report_data = core.report_data(&bundle::gpu_evidence_digest(&[]), produced_at);
     let bundle = Bundle {
         version: bundle::VERSION,
         claims: Claims {
@@ -44,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         cpu: Evidence::Sim(sim.evidence(&report_data)),
         gpus: vec![],
-        produced_at: OffsetDateTime::now_utc(),
+        produced_at,
     };
     let json = bundle.to_json()?;
     println!(

@@ -226,8 +226,10 @@ impl Bundle {
             platform,
             enclave_version,
         };
+        // Whole seconds: the report data binds them, and the JSON carries them exactly.
+        let produced_at = produced_at.replace_nanosecond(0).unwrap_or(produced_at);
         let gpus = gpu(&core.gpu_nonce())?;
-        let cpu = cpu(&core.report_data(&gpu_evidence_digest(&gpus)))?;
+        let cpu = cpu(&core.report_data(&gpu_evidence_digest(&gpus), produced_at))?;
         Ok(Self {
             version: VERSION,
             claims: Claims {

@@ -17,7 +17,13 @@
 //!
 //! - GPU nonce (32 bytes) = SHA-256(`"veil/gpu-nonce/v1"` ‖ claims-core)
 //! - CPU report data (64 bytes, SNP `REPORT_DATA` / TDX `REPORTDATA`) =
-//!   SHA-512(`"veil/report-data/v1"` ‖ claims-core ‖ SHA-256(GPU evidence))
+//!   SHA-512(`"veil/report-data/v2"` ‖ claims-core ‖ SHA-256(GPU evidence) ‖
+//!   produced-at), where produced-at is the bundle's `produced_at` as 8 bytes, the
+//!   big-endian signed count of whole seconds since the Unix epoch
+//!
+//! Binding the production time (v2; v1 had no time) makes a bundle's age part of what
+//! the hardware signed: a host cannot serve old evidence under a fresh `produced_at` to
+//! pass a verifier's maximum evidence age.
 //!
 //! where "GPU evidence" is [`crate::bundle::gpu_evidence_bytes`] of the bundle's GPU
 //! evidence (the empty string when there is no GPU). The model manifest digest is
@@ -53,7 +59,7 @@ hex_newtype!(
 /// Domain label of the GPU nonce.
 pub const GPU_NONCE_LABEL: &[u8] = b"veil/gpu-nonce/v1";
 /// Domain label of the CPU report data.
-pub const REPORT_DATA_LABEL: &[u8] = b"veil/report-data/v1";
+pub const REPORT_DATA_LABEL: &[u8] = b"veil/report-data/v2";
 
 /// The TEE platform an enclave runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -149,10 +155,15 @@ impl ClaimsCore<'_> {
         gpu_nonce(&self.to_bytes())
     }
 
-    /// The CPU report data, given the digest of the GPU evidence.
+    /// The CPU report data, given the digest of the GPU evidence and the bundle's
+    /// production time (whole seconds count; sub-seconds are ignored).
     #[must_use]
-    pub fn report_data(&self, gpu_evidence_digest: &Sha256Digest) -> ReportData {
-        report_data(&self.to_bytes(), gpu_evidence_digest)
+    pub fn report_data(
+        &self,
+        gpu_evidence_digest: &Sha256Digest,
+        produced_at: time::OffsetDateTime,
+    ) -> ReportData {
+        report_data(&self.to_bytes(), gpu_evidence_digest, produced_at)
     }
 }
 
@@ -178,13 +189,19 @@ pub fn gpu_nonce(claims_core: &[u8]) -> GpuNonce {
     GpuNonce(out)
 }
 
-/// SHA-512(`"veil/report-data/v1"` ‖ claims-core ‖ SHA-256(GPU evidence)).
+/// SHA-512(`"veil/report-data/v2"` ‖ claims-core ‖ SHA-256(GPU evidence) ‖
+/// produced-at as big-endian `i64` Unix seconds).
 #[must_use]
-pub fn report_data(claims_core: &[u8], gpu_evidence_digest: &Sha256Digest) -> ReportData {
+pub fn report_data(
+    claims_core: &[u8],
+    gpu_evidence_digest: &Sha256Digest,
+    produced_at: time::OffsetDateTime,
+) -> ReportData {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA512);
     ctx.update(REPORT_DATA_LABEL);
     ctx.update(claims_core);
     ctx.update(gpu_evidence_digest.as_bytes());
+    ctx.update(&produced_at.unix_timestamp().to_be_bytes());
     let mut out = [0u8; 64];
     out.copy_from_slice(ctx.finish().as_ref());
     ReportData(out)

@@ -384,7 +384,7 @@ fn steps(
         platform: claims.platform,
         enclave_version: &claims.enclave_version,
     };
-    let report_data = core.report_data(&gpu_evidence_digest(&bundle.gpus));
+    let report_data = core.report_data(&gpu_evidence_digest(&bundle.gpus), bundle.produced_at);
     checks.pass(
         "claims.report-data",
         format!("recomputed from the claims: {report_data}"),

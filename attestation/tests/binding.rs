@@ -69,8 +69,13 @@ fn claims_core_matches_the_committed_vector() {
             gd.to_string(),
             case["gpu_evidence_digest"].as_str().unwrap()
         );
+        let produced_at = time::OffsetDateTime::parse(
+            inp["produced_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
         assert_eq!(
-            core.report_data(&gd).to_string(),
+            core.report_data(&gd, produced_at).to_string(),
             case["report_data"].as_str().unwrap(),
             "{}",
             case["name"]
