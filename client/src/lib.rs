@@ -345,7 +345,11 @@ impl Client {
             gateway,
             api_key: api_key.map(Zeroizing::new),
             policy,
-            http: HyperClient::builder(TokioExecutor::new()).build(connector),
+            // Idle connections are dropped before the gateway's 30 s idle limit closes
+            // them, so a request never goes out on a connection being closed.
+            http: HyperClient::builder(TokioExecutor::new())
+                .pool_idle_timeout(std::time::Duration::from_secs(20))
+                .build(connector),
             trusted: Mutex::new(None),
         })
     }

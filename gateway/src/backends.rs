@@ -78,7 +78,11 @@ impl Registry {
             .into_iter()
             .map(|u| u.trim_end_matches('/').to_owned())
             .collect();
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        // Idle connections are dropped before the enclave's 30 s idle limit closes them,
+        // so a check never goes out on a connection the enclave is closing.
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(crate::UPSTREAM_IDLE)
+            .build_http();
         Self {
             urls,
             policy,
@@ -148,11 +152,17 @@ impl Registry {
     }
 
     /// Fetches, verifies and health-checks every backend, and replaces the routing table.
+    /// A check that fails is tried once more after a moment, so one dropped connection
+    /// does not take a healthy backend out of routing.
     pub async fn refresh(&self) {
-        let checks = self
-            .urls
-            .iter()
-            .map(|u| async move { (u, self.check(u).await) });
+        let checks = self.urls.iter().map(|u| async move {
+            let first = self.check(u).await;
+            if first.is_ok() {
+                return (u, first);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            (u, self.check(u).await)
+        });
         let results = futures::future::join_all(checks).await;
         let mut routes = Routes::default();
         let mut bundles = Vec::new();

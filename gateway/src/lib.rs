@@ -63,6 +63,11 @@ pub struct AppState {
     id_prefix: u32,
 }
 
+/// How long an idle connection to an enclave is kept for reuse: less than the 30 s after
+/// which the enclave (and this gateway) close idle connections, so that a request never
+/// goes out on a connection the other side is closing.
+pub const UPSTREAM_IDLE: Duration = Duration::from_secs(20);
+
 /// The most receipts kept for a later ledger write (about 300 bytes each).
 pub const LEDGER_BACKLOG_MAX: usize = 100_000;
 /// How long a key seen valid may be trusted while the database is unreachable
@@ -180,7 +185,7 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<Arc<AppState>> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let upstream = Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(UPSTREAM_IDLE)
         .build(connector);
     let mut prefix = [0u8; 4];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut prefix)

@@ -130,6 +130,8 @@ pub struct Report {
     pub faults: Vec<String>,
     /// Answers that passed every check and finished after the last fault.
     pub ok_after_faults: u64,
+    /// Times the gateway found a backend not routable (its log's metadata lines).
+    pub backend_check_failures: u64,
 }
 
 impl Report {
@@ -174,6 +176,10 @@ impl Report {
             self.ledger_rows, self.lost, self.billed_undelivered
         ));
         s.push_str(&format!(
+            "gateway: {} failed backend checks\n",
+            self.backend_check_failures
+        ));
+        s.push_str(&format!(
             "canaries: {} occurrences in {} bytes of gateway traffic, the logs, the metrics and the ledger\n",
             self.canary_hits, self.gateway_bytes
         ));
@@ -213,6 +219,7 @@ impl Report {
                "billed_undelivered": self.billed_undelivered, "ledger_rows": self.ledger_rows,
                "canary_hits": self.canary_hits, "gateway_bytes": self.gateway_bytes,
                "faults": self.faults, "ok_after_faults": self.ok_after_faults,
+               "backend_check_failures": self.backend_check_failures,
                "problems": self.problems})
     }
 }
@@ -531,6 +538,11 @@ pub async fn run(cfg: &Config) -> anyhow::Result<Report> {
     }
     let mut texts = old_logs;
     texts.push(gateway.log_text());
+    report.backend_check_failures = texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter(|l| l.contains("backend not routable"))
+        .count() as u64;
     for e in enclaves.iter().flatten() {
         texts.push(e.log_text());
         if let Ok((_, _, m)) = get(&shared.http, &format!("{}/metrics", e.url())).await {
