@@ -186,16 +186,16 @@ async fn serve_connections(
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            // A connection that sends nothing at all is closed too (hyper's header timer
-            // starts with the first byte).
-            let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(HEADER_TIMEOUT, tcp.peek(&mut first)).await,
-                Ok(Ok(1..))
-            ) {
-                return;
-            }
             let Some(acceptor) = acceptor else {
+                // A connection that sends nothing at all is closed too (hyper's header
+                // timer starts with the first byte; over TLS the handshake timeout does).
+                let mut first = [0u8; 1];
+                if !matches!(
+                    tokio::time::timeout(HEADER_TIMEOUT, tcp.peek(&mut first)).await,
+                    Ok(Ok(1..))
+                ) {
+                    return;
+                }
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
                 if let Err(e) = watcher.watch(conn.into_owned()).await {
                     tracing::debug!(error = %e, "connection ended with an error");
