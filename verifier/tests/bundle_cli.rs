@@ -208,9 +208,19 @@ fn every_altered_claim_key_evidence_byte_or_model_fails_on_its_check() {
         assert_eq!(judge(field, &b), "sim.signature", "cpu.{field}");
     }
 
+    // The production time is bound into the report data (v2): moving it breaks the
+    // binding before its age is looked at...
     let mut b = bundle.clone();
     b["produced_at"] = "2020-01-01T00:00:00Z".into();
-    assert_eq!(judge("old", &b), "evidence.age");
+    assert_eq!(judge("moved", &b), "sim.signature");
+    // ...and a genuinely old bundle fails on its age.
+    let file = dir.write("aged.json", bundle.to_string().as_bytes());
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let run = veil_verify(&["bundle", &file, "--policy", &allow, "--at", &later]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(failed_check(&run), "evidence.age");
 
     let mut b = bundle.clone();
     b["claims"]["surprise"] = true.into();
