@@ -102,6 +102,7 @@ pub fn parse_memory(text: &str) -> Result<u64, MeasureError> {
                 'M' => 20,
                 'G' => 30,
                 'T' => 40,
+                'B' => 0,
                 _ => return Err(bad()),
             };
             (t.get(..i).unwrap_or_default(), shift)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use veil_attestation::receipt::Receipt;
 use veil_attestation::verify::Policy;
-use veil_client::procs::{Proc, create_key, sibling, sim_enclave};
+use veil_client::procs::{Proc, create_key, sim_enclave, sim_gateway};
 use veil_client::{Client, ClientError, Reply, json_request, meta_of};
 use veil_tests::hop::Hop;
 
@@ -94,22 +94,7 @@ async fn wait_for_row(url: &str, r: &Receipt) {
 }
 
 fn gateway(backend: &str, database: &str, mode: &str) -> Proc {
-    Proc::start(
-        &sibling("veil-gateway").unwrap(),
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            backend,
-            "--database",
-            database,
-            "--insecure-allow-sim",
-            "--ledger-outage",
-            mode,
-        ],
-    )
-    .unwrap()
+    sim_gateway(backend, database, &["--ledger-outage", mode]).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

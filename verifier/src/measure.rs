@@ -175,26 +175,8 @@ fn run_snp(a: &SnpArgs) -> Result<Vec<String>, String> {
 
 /// QEMU `-m` syntax: bytes, or a number with a K/M/G/T suffix (binary units).
 fn parse_memory(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let bad = || format!("--memory {text:?} is not a size (bytes, or with a K/M/G/T suffix)");
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                'B' => 0,
-                _ => return Err(bad()),
-            };
-            (t.get(..i).unwrap_or_default(), shift)
-        }
-        _ => (t, 0),
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    n.checked_mul(1u64 << shift)
-        .filter(|&v| v > 0)
-        .ok_or_else(bad)
+    veil_images::launch::parse_memory(text)
+        .map_err(|_| format!("--memory {text:?} is not a size (bytes, or with a K/M/G/T suffix)"))
 }
 
 fn run_tdx(a: &TdxArgs) -> Result<Vec<String>, String> {
