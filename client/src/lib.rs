@@ -149,8 +149,9 @@ fn connector(https: bool, roots: RootCertStore) -> Result<HttpsConnector<HttpCon
     Ok(builder.enable_http1().wrap_connector(http))
 }
 
-/// A transport error's message with its causes (e.g. why a certificate was refused).
-fn transport(e: &(dyn std::error::Error + 'static)) -> ClientError {
+/// An error's message followed by each cause that adds something, joined by `": "`.
+#[must_use]
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -161,6 +162,12 @@ fn transport(e: &(dyn std::error::Error + 'static)) -> ClientError {
         }
         source = s.source();
     }
+    message
+}
+
+/// A transport error's message with its causes (e.g. why a certificate was refused).
+fn transport(e: &(dyn std::error::Error + 'static)) -> ClientError {
+    let mut message = error_chain(e);
     if message.contains("invalid peer certificate") {
         message.push_str(
             " (the gateway's certificate is not trusted; for a private CA, give its certificate: veil --ca-cert FILE or VEIL_CA_CERT)",

@@ -165,7 +165,7 @@ impl Http {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| veil_client::error_chain(&e))?;
             let status = resp.status().as_u16();
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_BODY)
@@ -263,20 +263,6 @@ fn snippet(body: &[u8]) -> String {
     } else {
         format!(": {text}")
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let m = s.to_string();
-        if !message.contains(&m) {
-            message.push_str(": ");
-            message.push_str(&m);
-        }
-        source = s.source();
-    }
-    message
 }
 
 #[cfg(test)]
