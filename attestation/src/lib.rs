@@ -10,8 +10,11 @@
 //! - [`receipt`]: signed usage receipts.
 //! - [`bundle`]: the attestation bundle's JSON types.
 //! - [`sim`]: the simulated TEE (development only; rejected by default policies).
-//! - [`snp`]: AMD SEV-SNP reports: parse, verify against the pinned AMD roots, policy.
-//! - [`tdx`]: Intel TDX quote verification (DCAP, offline, collateral passed in).
+//! - [`snp`]: AMD SEV-SNP reports: parse, verify against the pinned AMD roots, policy;
+//!   collect one in a guest through `/dev/sev-guest` ([`snp::guest`]).
+//! - [`tdx`]: Intel TDX quote verification (DCAP, offline, collateral passed in), the
+//!   CCEL event log (parse, replay to RTMRs), and quote collection in a guest through
+//!   `/dev/tdx_guest` and the host's Quote Generation Service.
 //! - [`tsm`]: collecting CPU evidence in a guest through configfs-tsm.
 //! - [`verify`]: bundle verification against a [`verify::Policy`], time passed in.
 //! - [`x509`]: certificates and CRLs for the evidence verifiers.

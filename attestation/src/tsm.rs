@@ -175,11 +175,16 @@ pub enum SnpCertKind {
     Other([u8; 16]),
 }
 
+/// The most entries [`snp_certificate_table`] reads (a real table has 3 or 4).
+pub const SNP_CERT_TABLE_MAX: usize = 16;
+
 /// An SEV-SNP certificate table (`auxblob` of a `sev_guest` report, or the certificate
 /// buffer of an extended report, as the GHCB specification lays it out): entries of a
 /// 16-byte GUID (RFC 4122 byte order), a 4-byte little-endian offset from the start of
 /// the table and a 4-byte little-endian length, ended by an all-zero entry. Returns each
-/// entry's kind and bytes, in table order; never panics.
+/// entry's kind and bytes, in table order; never panics. At most [`SNP_CERT_TABLE_MAX`]
+/// entries: entries may overlap, so without a bound a small table could make the caller
+/// copy its bytes many times over.
 ///
 /// # Errors
 /// [`SnpCertTableError`] naming the entry that is malformed.
@@ -188,7 +193,7 @@ pub fn snp_certificate_table(
 ) -> Result<Vec<(SnpCertKind, Vec<u8>)>, SnpCertTableError> {
     const ENTRY: usize = 24;
     let mut certs = Vec::new();
-    for index in 0.. {
+    for index in 0..=SNP_CERT_TABLE_MAX {
         let start = index * ENTRY;
         let entry = table
             .get(start..start + ENTRY)
@@ -201,6 +206,12 @@ pub fn snp_certificate_table(
             u32::from_le_bytes(b) as usize
         };
         let (offset, len) = (word(16), word(20));
+        if guid != [0; 16] && index == SNP_CERT_TABLE_MAX {
+            return Err(SnpCertTableError::Entry {
+                index,
+                detail: "more entries than a certificate table holds",
+            });
+        }
         if guid == [0; 16] {
             if offset != 0 || len != 0 {
                 return Err(SnpCertTableError::Entry {
@@ -420,6 +431,22 @@ mod tests {
         assert!(matches!(
             snp_certificate_table(&bad),
             Err(SnpCertTableError::Entry { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn overlapping_entries_are_bounded() {
+        // Every entry points at the same 1 KiB: the table copies at most the bound.
+        let blob = vec![0x30u8; 1024];
+        let full = vec![(SNP_ASK_GUID, &blob[..]); SNP_CERT_TABLE_MAX];
+        assert_eq!(
+            snp_certificate_table(&table(&full)).unwrap().len(),
+            SNP_CERT_TABLE_MAX
+        );
+        let over = vec![(SNP_ASK_GUID, &blob[..]); SNP_CERT_TABLE_MAX + 1];
+        assert!(matches!(
+            snp_certificate_table(&table(&over)),
+            Err(SnpCertTableError::Entry { index, .. }) if index == SNP_CERT_TABLE_MAX
         ));
     }
 

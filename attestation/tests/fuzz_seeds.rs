@@ -91,3 +91,8 @@ fn tdx_quote_seeds() {
 fn nvidia_report_seeds() {
     replay("nvidia_report", fuzz_checks::nvidia_report);
 }
+
+#[test]
+fn tdx_ccel_seeds() {
+    replay("tdx_ccel", fuzz_checks::tdx_ccel);
+}

@@ -104,6 +104,11 @@ struct Serve {
     /// verifiers need no network. Required with `--tee tdx`.
     #[arg(long, env = "VEIL_ENCLAVE_TDX_COLLATERAL", value_name = "DIR")]
     tdx_collateral: Option<PathBuf>,
+    /// TDX: the vsock port of the host's Quote Generation Service (host CID 2). Where
+    /// `/dev/tdx_guest` exists, quotes come from it (the TDREPORT quoted by the QGS),
+    /// with configfs-tsm (about a second per quote) as the fallback; 0: configfs-tsm only.
+    #[arg(long, env = "VEIL_ENCLAVE_TDX_QGS_PORT", default_value_t = veil_attestation::tdx::qgs::DEFAULT_PORT)]
+    tdx_qgs_port: u32,
     /// Log filter (tracing's EnvFilter syntax). Logs carry metadata only, never content.
     #[arg(long, env = "VEIL_ENCLAVE_LOG", default_value = "info")]
     log: String,
@@ -152,6 +157,10 @@ fn serve(args: Serve) -> anyhow::Result<()> {
     // Evidence providers first: a missing TEE fails before any model loads.
     let host = platform::HostInputs {
         tdx_collateral: args.tdx_collateral.clone(),
+        tdx_qgs: (args.tdx_qgs_port != 0).then(|| veil_attestation::tdx::guest::QgsConfig {
+            port: args.tdx_qgs_port,
+            ..veil_attestation::tdx::guest::QgsConfig::default()
+        }),
     };
     let cpu = platform::cpu_provider(args.tee, &host)?;
     let gpu = platform::gpu_provider(args.gpu)?;

@@ -19,6 +19,9 @@ struct Histogram {
     total: u64,
 }
 
+/// A CPU evidence collection's (platform, source) labels.
+type EvidenceSource = (&'static str, &'static str);
+
 /// The enclave's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -31,6 +34,8 @@ pub struct Metrics {
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
     receipts: AtomicU64,
+    /// (platform, source) → (collections, seconds of the last), CPU evidence.
+    cpu_evidence: Mutex<BTreeMap<EvidenceSource, (u64, f64)>>,
     /// Requests admitted and not yet answered.
     pub in_flight: AtomicU64,
 }
@@ -67,6 +72,16 @@ impl Metrics {
         self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
         self.completion_tokens
             .fetch_add(completion, Ordering::Relaxed);
+    }
+
+    /// Records a CPU evidence collection (at start and on each refresh or rotation,
+    /// never on a request path) by platform and source (TDX: `qgs-vsock` or
+    /// `configfs-tsm`) and how long it took.
+    pub fn cpu_evidence(&self, platform: &'static str, source: &'static str, seconds: f64) {
+        let mut m = lock(&self.cpu_evidence);
+        let e = m.entry((platform, source)).or_default();
+        e.0 += 1;
+        e.1 = seconds;
     }
 
     /// Counts a signed receipt.
@@ -161,6 +176,56 @@ impl Metrics {
         );
         let _ = writeln!(s, "# TYPE veil_enclave_queue_capacity gauge");
         let _ = writeln!(s, "veil_enclave_queue_capacity {queue_capacity}");
+        let evidence = lock(&self.cpu_evidence);
+        let _ = writeln!(
+            s,
+            "# HELP veil_enclave_cpu_evidence_total CPU evidence collections, by platform and source."
+        );
+        let _ = writeln!(s, "# TYPE veil_enclave_cpu_evidence_total counter");
+        for ((platform, source), (n, _)) in evidence.iter() {
+            let _ = writeln!(
+                s,
+                "veil_enclave_cpu_evidence_total{{platform=\"{platform}\",source=\"{source}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP veil_enclave_cpu_evidence_seconds How long the last CPU evidence collection took, by platform and source."
+        );
+        let _ = writeln!(s, "# TYPE veil_enclave_cpu_evidence_seconds gauge");
+        for ((platform, source), (_, seconds)) in evidence.iter() {
+            let _ = writeln!(
+                s,
+                "veil_enclave_cpu_evidence_seconds{{platform=\"{platform}\",source=\"{source}\"}} {seconds}"
+            );
+        }
+        drop(evidence);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_evidence_is_counted_with_the_last_duration_by_platform_and_source() {
+        let m = Metrics::default();
+        m.cpu_evidence("tdx", "configfs-tsm", 1.25);
+        m.cpu_evidence("tdx", "qgs-vsock", 0.5);
+        m.cpu_evidence("tdx", "qgs-vsock", 0.25);
+        let text = m.render(16);
+        for line in [
+            "veil_enclave_cpu_evidence_total{platform=\"tdx\",source=\"configfs-tsm\"} 1",
+            "veil_enclave_cpu_evidence_total{platform=\"tdx\",source=\"qgs-vsock\"} 2",
+            "veil_enclave_cpu_evidence_seconds{platform=\"tdx\",source=\"configfs-tsm\"} 1.25",
+            "veil_enclave_cpu_evidence_seconds{platform=\"tdx\",source=\"qgs-vsock\"} 0.25",
+            "# TYPE veil_enclave_cpu_evidence_seconds gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
     }
 }

@@ -14,9 +14,10 @@
 //! | [`Nvml::ready`] | `nvmlSystemGetConfComputeGpusReadyState` |
 //! | [`Nvml::set_ready`] | `nvmlSystemSetConfComputeGpusReadyState` |
 //!
-//! veil has no `unsafe` code (the workspace forbids it), so only `nvml-wrapper`'s safe
-//! methods are used. Those copy NVML's fixed buffers by the lengths NVML reports and
-//! would panic on a length past the buffer; each call is therefore run under
+//! veil keeps `unsafe` code out (the workspace forbids it; only veil-attestation's
+//! guest-device ioctls are let through), so only `nvml-wrapper`'s safe methods are used.
+//! Those copy NVML's fixed buffers by the lengths NVML reports and would panic on a
+//! length past the buffer; each call is therefore run under
 //! [`std::panic::catch_unwind`] and such a panic becomes an error, never a crash. The
 //! lengths are checked again here against NVML's buffer sizes.
 

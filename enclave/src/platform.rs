@@ -5,10 +5,19 @@
 //! its own provider, chosen by `--tee`; a platform that is absent or incomplete is an
 //! error, never a silent fall back to `sim`.
 //!
-//! SEV-SNP and TDX evidence come through configfs-tsm ([`veil_attestation::tsm`]): the
-//! SNP report with the certificate table the host loaded (VCEK or VLEK, ASK, ARK), and
-//! the TDX quote with the DCAP collateral the host supplies as files
-//! (`--tdx-collateral DIR`). The enclave never reaches the network for either.
+//! SEV-SNP evidence comes through configfs-tsm ([`veil_attestation::tsm`]) where the
+//! kernel has it (Linux 6.7+), and otherwise through the `/dev/sev-guest` device's
+//! extended report ([`veil_attestation::snp::guest`]): either way, the report with the
+//! certificate table the host loaded (VCEK or VLEK, ASK, ARK), in the same evidence. TDX
+//! evidence is a quote from the host's Quote Generation Service over vsock, over the
+//! TDREPORT from `/dev/tdx_guest` ([`veil_attestation::tdx::guest`]), when the QGS
+//! answers, and otherwise from configfs-tsm (about a second per quote: the kernel polls
+//! for it); either way with the DCAP collateral the host supplies as files
+//! (`--tdx-collateral DIR`). The enclave never reaches the network for either (vsock
+//! reaches only the host). Each quote's duration and path are logged and exported
+//! (`veil_enclave_cpu_evidence_seconds`, by `source`). The CCEL event log, where the
+//! firmware provides one, is parsed at start and its replay compared with each quote's
+//! RTMR 0..=2, as a logged diagnostic (the bundle has no field to carry it).
 //!
 //! NVIDIA GPUs come through NVML ([`crate::nvml`], loaded at run time):
 //! [`NvidiaGpuProvider`] refuses GPUs that are not in confidential-computing mode or
@@ -24,6 +33,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use veil_attestation::bundle::{Evidence, GpuEvidence, SnpEvidence, TdxEvidence};
@@ -33,7 +43,9 @@ use veil_attestation::checks::Checks;
 use veil_attestation::claims::{GpuNonce, Platform, ReportData};
 use veil_attestation::nvidia::{self, GpuPolicy, References};
 use veil_attestation::sim::SimPlatform;
+use veil_attestation::snp::guest as sev_guest;
 use veil_attestation::tdx;
+use veil_attestation::tdx::guest::{self as tdx_guest, QgsConfig};
 use veil_attestation::tsm::{self, SnpCertKind};
 
 use crate::nvml::{Nvml, NvmlCallError, SystemNvml};
@@ -98,6 +110,11 @@ pub trait CpuProvider: Send + Sync {
     fn platform(&self) -> Platform;
     /// Evidence whose report data is `report_data`.
     fn evidence(&self, report_data: &ReportData) -> Result<Evidence, PlatformError>;
+    /// How the last evidence was collected, as a fixed label (TDX: `qgs-vsock` or
+    /// `configfs-tsm`), for metrics; `None` where the provider does not say.
+    fn last_source(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A source of GPU evidence.
@@ -184,6 +201,9 @@ pub struct HostInputs {
     /// A directory whose files are the DCAP collateral (TCB info, QE identity, CRLs and
     /// their chains), copied into the bundle by file name.
     pub tdx_collateral: Option<PathBuf>,
+    /// The host's TDX Quote Generation Service on vsock: when `/dev/tdx_guest` exists,
+    /// quotes come from it, with configfs-tsm as the fallback. `None`: configfs-tsm only.
+    pub tdx_qgs: Option<QgsConfig>,
 }
 
 /// The CPU provider for a choice (`auto` resolved first).
@@ -201,7 +221,10 @@ pub fn cpu_provider(
     let tsm_root = PathBuf::from(CONFIGFS_TSM);
     match choice {
         TeeChoice::Sim => Ok(Box::new(SimProvider::new()?)),
-        TeeChoice::Snp => Ok(Box::new(SnpProvider::new(tsm_root)?)),
+        TeeChoice::Snp => Ok(Box::new(SnpProvider::new(
+            tsm_root,
+            PathBuf::from(SEV_GUEST),
+        )?)),
         TeeChoice::Tdx => {
             let dir = host
                 .tdx_collateral
@@ -211,40 +234,77 @@ pub fn cpu_provider(
                     detail: "no --tdx-collateral DIR: the host must supply the DCAP collateral \
                          (TCB info, QE identity, CRLs), since the enclave never fetches it",
                 })?;
-            Ok(Box::new(TdxProvider::new(tsm_root, dir)?))
+            let sources = TdxSources {
+                tsm_root,
+                guest_device: PathBuf::from(TDX_GUEST),
+                qgs: host.tdx_qgs,
+                ccel: PathBuf::from(tdx::eventlog::CCEL_PATH),
+            };
+            Ok(Box::new(TdxProvider::new(sources, dir)?))
         }
         TeeChoice::Auto => Err(PlatformError::NoTee),
     }
 }
 
-fn tsm_unavailable(platform: &'static str, root: &Path) -> Result<(), PlatformError> {
-    if tsm::available(root) {
-        return Ok(());
-    }
-    Err(PlatformError::Unavailable {
-        platform,
-        detail: "configfs-tsm (/sys/kernel/config/tsm/report, Linux 6.7+) is not present; \
-                 veil collects evidence only through it",
-    })
+/// Where [`SnpProvider`] collects SEV-SNP evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnpSource {
+    /// A configfs-tsm report root (normally [`CONFIGFS_TSM`]).
+    Tsm(PathBuf),
+    /// An SEV-SNP guest device's extended report (normally [`SEV_GUEST`]).
+    SevGuest(PathBuf),
 }
 
-/// AMD SEV-SNP through configfs-tsm: the report at VMPL 0 and the host's certificate
-/// table, ordered VCEK or VLEK first, then ASK and ARK.
+impl SnpSource {
+    /// configfs-tsm when `tsm_root` exists, else the guest device when `sev_guest`
+    /// exists.
+    ///
+    /// # Errors
+    /// [`PlatformError::Unavailable`] when neither exists.
+    pub fn select(tsm_root: &Path, sev_guest: &Path) -> Result<Self, PlatformError> {
+        if tsm::available(tsm_root) {
+            return Ok(Self::Tsm(tsm_root.to_path_buf()));
+        }
+        if sev_guest::available(sev_guest) {
+            return Ok(Self::SevGuest(sev_guest.to_path_buf()));
+        }
+        Err(PlatformError::Unavailable {
+            platform: "AMD SEV-SNP",
+            detail: "neither configfs-tsm (/sys/kernel/config/tsm/report, Linux 6.7+) nor \
+                     /dev/sev-guest (the sev-guest driver) is present",
+        })
+    }
+}
+
+/// AMD SEV-SNP through configfs-tsm, or else `/dev/sev-guest`'s extended report: the
+/// report at VMPL 0 and the host's certificate table, ordered VCEK or VLEK first, then
+/// ASK and ARK.
 #[derive(Debug)]
 pub struct SnpProvider {
-    root: PathBuf,
+    source: SnpSource,
 }
 
 impl SnpProvider {
-    /// A provider using the configfs-tsm report root `root`.
+    /// A provider using the configfs-tsm report root `tsm_root` when it exists, else the
+    /// SEV-SNP guest device `sev_guest` (see [`SnpSource::select`]).
     ///
     /// # Errors
-    /// When `root` does not exist.
-    pub fn new(root: PathBuf) -> Result<Self, PlatformError> {
-        tsm_unavailable("AMD SEV-SNP", &root)?;
-        Ok(Self { root })
+    /// When neither exists.
+    pub fn new(tsm_root: PathBuf, sev_guest: PathBuf) -> Result<Self, PlatformError> {
+        let source = SnpSource::select(&tsm_root, &sev_guest)?;
+        Ok(Self { source })
+    }
+
+    /// Where this provider collects evidence.
+    #[must_use]
+    pub fn source(&self) -> &SnpSource {
+        &self.source
     }
 }
+
+/// The advice when the host supplied no certificates.
+const SNP_NO_CERTIFICATES: &str = "load the VCEK or VLEK with the host's SNP tooling, so the \
+                                   evidence verifies offline";
 
 impl CpuProvider for SnpProvider {
     fn platform(&self) -> Platform {
@@ -256,24 +316,42 @@ impl CpuProvider for SnpProvider {
             platform: "snp",
             detail,
         };
-        let report = tsm::report(&self.root, report_data.as_bytes(), Some(0))
-            .map_err(|e| failed(e.to_string()))?;
-        if report.provider != "sev_guest" {
-            return Err(failed(format!(
-                "configfs-tsm provider is {:?}, not sev_guest",
-                report.provider
-            )));
-        }
-        let table = report.auxblob.ok_or_else(|| {
-            failed(
-                "the host supplied no certificate table (auxblob is empty): load the VCEK \
-                 or VLEK with the host's SNP tooling, so the evidence verifies offline"
-                    .to_owned(),
-            )
-        })?;
-        let certificates = snp_certificates(&table).map_err(failed)?;
+        let (report, entries) = match &self.source {
+            SnpSource::Tsm(root) => {
+                let report = tsm::report(root, report_data.as_bytes(), Some(0))
+                    .map_err(|e| failed(e.to_string()))?;
+                if report.provider != "sev_guest" {
+                    return Err(failed(format!(
+                        "configfs-tsm provider is {:?}, not sev_guest",
+                        report.provider
+                    )));
+                }
+                let table = report.auxblob.ok_or_else(|| {
+                    failed(format!(
+                        "the host supplied no certificate table (auxblob is empty): \
+                         {SNP_NO_CERTIFICATES}"
+                    ))
+                })?;
+                let entries =
+                    tsm::snp_certificate_table(&table).map_err(|e| failed(e.to_string()))?;
+                (report.outblob, entries)
+            }
+            SnpSource::SevGuest(device) => {
+                let ext = sev_guest::extended_report(device, report_data.as_bytes(), 0)
+                    .map_err(|e| failed(e.to_string()))?;
+                if ext.certificates.is_empty() {
+                    return Err(failed(format!(
+                        "the host supplied no certificates with the extended report from {}: \
+                         {SNP_NO_CERTIFICATES}",
+                        device.display()
+                    )));
+                }
+                (ext.report, ext.certificates)
+            }
+        };
+        let certificates = ordered_snp_certificates(&entries).map_err(failed)?;
         Ok(Evidence::Snp(SnpEvidence {
-            report: Base64Bytes(report.outblob),
+            report: Base64Bytes(report),
             certificates,
         }))
     }
@@ -281,8 +359,18 @@ impl CpuProvider for SnpProvider {
 
 /// The certificates of an SNP certificate table in bundle order: the endorsement key
 /// (VCEK or VLEK), then the ASK (or ASVK) and ARK when present; other entries dropped.
+#[cfg(test)]
 fn snp_certificates(table: &[u8]) -> Result<Vec<Base64Bytes>, String> {
     let entries = tsm::snp_certificate_table(table).map_err(|e| e.to_string())?;
+    ordered_snp_certificates(&entries)
+}
+
+/// Certificate-table entries (from configfs-tsm's `auxblob` or an extended report) in
+/// bundle order: the endorsement key (VCEK or VLEK), then the ASK (or ASVK) and ARK when
+/// present; other entries dropped.
+fn ordered_snp_certificates(
+    entries: &[(SnpCertKind, Vec<u8>)],
+) -> Result<Vec<Base64Bytes>, String> {
     let find = |kind: SnpCertKind| {
         entries
             .iter()
@@ -298,28 +386,187 @@ fn snp_certificates(table: &[u8]) -> Result<Vec<Base64Bytes>, String> {
     Ok(certs)
 }
 
-/// Intel TDX through configfs-tsm: the quote, with the host-supplied collateral.
+/// Where [`TdxProvider`] collects TDX evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TdxSources {
+    /// The configfs-tsm report root (normally [`CONFIGFS_TSM`]), used when it exists.
+    pub tsm_root: PathBuf,
+    /// The TDX guest device (normally [`TDX_GUEST`]): the TDREPORT the QGS quotes.
+    pub guest_device: PathBuf,
+    /// The host's Quote Generation Service; `None` leaves the guest device unused.
+    pub qgs: Option<QgsConfig>,
+    /// The CCEL event log (normally [`tdx::eventlog::CCEL_PATH`]), read once at start.
+    pub ccel: PathBuf,
+}
+
+/// How long the QGS is set aside after it failed, while configfs-tsm stands in.
+const QGS_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The `path` logged for a quote from the QGS.
+const QGS_PATH: &str = "qgs-vsock";
+/// The `path` logged for a quote from configfs-tsm.
+const TSM_PATH: &str = "configfs-tsm";
+
+/// Intel TDX: the quote from the host's Quote Generation Service over vsock (over the
+/// TDREPORT of `/dev/tdx_guest`) when it answers, else from configfs-tsm; with the
+/// host-supplied collateral.
+///
+/// A QGS failure with configfs-tsm present falls back to configfs-tsm and sets the QGS
+/// aside for 15 minutes (so a host without one costs one connect timeout, not one per
+/// refresh); with the QGS alone, its failure is the error and the next refresh retries.
 #[derive(Debug)]
 pub struct TdxProvider {
-    root: PathBuf,
+    /// The configfs-tsm report root, when it exists.
+    tsm_root: Option<PathBuf>,
+    /// The guest device and the QGS, when enabled and the device exists.
+    qgs: Option<(PathBuf, QgsConfig)>,
+    /// When the QGS last failed with configfs-tsm to stand in.
+    qgs_failed_at: Mutex<Option<Instant>>,
+    /// The path of the last quote ([`QGS_PATH`] or [`TSM_PATH`]).
+    last_path: Mutex<Option<&'static str>>,
     collateral: BTreeMap<String, Base64Bytes>,
+    /// The CCEL's replayable events, when the log was present and parsed: a diagnostic
+    /// against each quote's RTMRs (the bundle has no field for an event log).
+    ccel_events: Option<Vec<tdx::eventlog::Event>>,
 }
 
 impl TdxProvider {
-    /// A provider using the configfs-tsm report root `root` and the collateral files in
-    /// `collateral_dir` (read once, at start).
+    /// A provider over `sources`, with the collateral files in `collateral_dir` (read
+    /// once, at start) and the CCEL event log when present.
     ///
     /// # Errors
-    /// When `root` does not exist or the collateral cannot be read.
-    pub fn new(root: PathBuf, collateral_dir: PathBuf) -> Result<Self, PlatformError> {
-        tsm_unavailable("Intel TDX", &root)?;
+    /// When neither configfs-tsm nor the guest device with a QGS is available, or the
+    /// collateral cannot be read.
+    pub fn new(sources: TdxSources, collateral_dir: PathBuf) -> Result<Self, PlatformError> {
+        let tsm_root = tsm::available(&sources.tsm_root).then_some(sources.tsm_root);
+        let qgs = sources
+            .qgs
+            .filter(|_| tdx_guest::available(&sources.guest_device))
+            .map(|config| (sources.guest_device, config));
+        if tsm_root.is_none() && qgs.is_none() {
+            return Err(PlatformError::Unavailable {
+                platform: "Intel TDX",
+                detail: "neither configfs-tsm (/sys/kernel/config/tsm/report, Linux 6.7+) nor \
+                         /dev/tdx_guest with the host's Quote Generation Service is available",
+            });
+        }
         let failed = |detail: String| PlatformError::Failed {
             platform: "tdx",
             detail,
         };
         let collateral = read_collateral(&collateral_dir).map_err(failed)?;
-        Ok(Self { root, collateral })
+        tracing::info!(
+            configfs_tsm = tsm_root.is_some(),
+            qgs = %qgs.as_ref().map_or_else(
+                || "off".to_owned(),
+                |(device, c)| format!("vsock {}:{} with {}", c.cid, c.port, device.display())
+            ),
+            "TDX quote sources (the QGS is preferred)"
+        );
+        Ok(Self {
+            tsm_root,
+            qgs,
+            qgs_failed_at: Mutex::new(None),
+            last_path: Mutex::new(None),
+            collateral,
+            ccel_events: read_ccel(&sources.ccel),
+        })
     }
+
+    /// Logs whether the CCEL's replay gives the quote's RTMR 0..=2 (firmware, boot
+    /// loader, kernel; RTMR 3 is extended at run time, beyond the CCEL). A diagnostic
+    /// only: verifiers judge the quote.
+    fn check_ccel(&self, quote: &[u8]) {
+        let Some(events) = &self.ccel_events else {
+            return;
+        };
+        let (Ok(replayed), Ok(quote)) = (tdx::eventlog::replay(events), tdx::Quote::parse(quote))
+        else {
+            return;
+        };
+        let differ: Vec<usize> = replayed
+            .iter()
+            .zip(&quote.report.rtmr)
+            .take(3)
+            .enumerate()
+            .filter(|(_, (r, q))| r != q)
+            .map(|(i, _)| i)
+            .collect();
+        if differ.is_empty() {
+            tracing::debug!("the CCEL event log replays to the quote's RTMR0-2");
+        } else {
+            tracing::warn!(rtmrs = ?differ, "the CCEL event log does not replay to these RTMRs of the quote");
+        }
+    }
+}
+
+/// The CCEL event log's replayable events, when the file exists and parses (a log that
+/// does not parse is logged and left out).
+fn read_ccel(path: &Path) -> Option<Vec<tdx::eventlog::Event>> {
+    use std::io::Read as _;
+    let limit = u64::try_from(tdx::eventlog::MAX_CCEL).unwrap_or(u64::MAX) + 1;
+    let mut bytes = Vec::new();
+    if let Err(e) = std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes)) {
+        tracing::debug!(path = %path.display(), error = %e, "no CCEL event log");
+        return None;
+    }
+    match tdx::eventlog::parse_ccel(&bytes) {
+        Ok(events) => {
+            tracing::info!(path = %path.display(), events = events.len(), "CCEL event log parsed");
+            Some(events)
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "CCEL event log does not parse");
+            None
+        }
+    }
+}
+
+/// A quote source for [`collect_quote`].
+type QuoteFn<'a> = &'a dyn Fn() -> Result<Vec<u8>, String>;
+
+/// A quote from `qgs` when given and not set aside, else from `tsm`, with the path it
+/// came by. A QGS failure with `tsm` to stand in sets the QGS aside (`failed_at`) for
+/// [`QGS_RETRY_AFTER`]; without `tsm` it is the error.
+fn collect_quote(
+    qgs: Option<QuoteFn<'_>>,
+    tsm: Option<QuoteFn<'_>>,
+    failed_at: &Mutex<Option<Instant>>,
+) -> Result<(Vec<u8>, &'static str), String> {
+    if let Some(qgs) = qgs {
+        let mut last = failed_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let set_aside = tsm.is_some() && last.is_some_and(|t| t.elapsed() < QGS_RETRY_AFTER);
+        if !set_aside {
+            match qgs() {
+                Ok(quote) => {
+                    *last = None;
+                    return Ok((quote, QGS_PATH));
+                }
+                Err(e) if tsm.is_none() => return Err(format!("quote through the QGS: {e}")),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        retry_after_s = QGS_RETRY_AFTER.as_secs(),
+                        "TDX quote through the QGS failed; using configfs-tsm"
+                    );
+                    *last = Some(Instant::now());
+                }
+            }
+        }
+    }
+    let tsm = tsm.ok_or("no TDX quote source")?;
+    tsm().map(|quote| (quote, TSM_PATH))
+}
+
+/// A TDX quote through configfs-tsm.
+fn tsm_quote(root: &Path, report_data: &[u8; 64]) -> Result<Vec<u8>, String> {
+    let report = tsm::report(root, report_data, None).map_err(|e| e.to_string())?;
+    if report.provider != "tdx_guest" {
+        return Err(format!(
+            "configfs-tsm provider is {:?}, not tdx_guest",
+            report.provider
+        ));
+    }
+    Ok(report.outblob)
 }
 
 /// The known collateral files in `dir` (the layout `veil-verify tdx-quote --help`
@@ -346,22 +593,42 @@ impl CpuProvider for TdxProvider {
     }
 
     fn evidence(&self, report_data: &ReportData) -> Result<Evidence, PlatformError> {
-        let failed = |detail: String| PlatformError::Failed {
+        let rd = report_data.as_bytes();
+        let qgs = self.qgs.as_ref().map(|(device, config)| {
+            move || tdx_guest::quote(device, rd, config).map_err(|e| e.to_string())
+        });
+        let tsm = self
+            .tsm_root
+            .as_ref()
+            .map(|root| move || tsm_quote(root, rd));
+        let started = Instant::now();
+        let (quote, path) = collect_quote(
+            qgs.as_ref().map(|f| f as QuoteFn<'_>),
+            tsm.as_ref().map(|f| f as QuoteFn<'_>),
+            &self.qgs_failed_at,
+        )
+        .map_err(|detail| PlatformError::Failed {
             platform: "tdx",
             detail,
-        };
-        let report = tsm::report(&self.root, report_data.as_bytes(), None)
-            .map_err(|e| failed(e.to_string()))?;
-        if report.provider != "tdx_guest" {
-            return Err(failed(format!(
-                "configfs-tsm provider is {:?}, not tdx_guest",
-                report.provider
-            )));
-        }
+        })?;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(path, ms, bytes = quote.len(), "TDX quote collected");
+        *self
+            .last_path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(path);
+        self.check_ccel(&quote);
         Ok(Evidence::Tdx(TdxEvidence {
-            quote: Base64Bytes(report.outblob),
+            quote: Base64Bytes(quote),
             collateral: self.collateral.clone(),
         }))
+    }
+
+    fn last_source(&self) -> Option<&'static str> {
+        *self
+            .last_path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -596,8 +863,8 @@ mod tests {
     #[test]
     fn hardware_choices_fail_closed_without_their_interfaces() {
         let host = HostInputs::default();
-        // This machine has no configfs-tsm (tests run outside a CVM).
-        if !Path::new(CONFIGFS_TSM).exists() {
+        // This machine has neither configfs-tsm nor /dev/sev-guest (tests run outside a CVM).
+        if !Path::new(CONFIGFS_TSM).exists() && !Path::new(SEV_GUEST).exists() {
             assert!(cpu_provider(TeeChoice::Snp, &host).is_err());
         }
         let err = cpu_provider(TeeChoice::Tdx, &host).err().unwrap();
@@ -634,6 +901,57 @@ mod tests {
                 .unwrap_err()
                 .contains("neither a VCEK nor a VLEK")
         );
+    }
+
+    #[test]
+    fn snp_prefers_configfs_tsm_then_the_guest_device() {
+        let dir = std::env::temp_dir().join(format!("veil-snp-source-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (tsm_root, device) = (dir.join("tsm/report"), dir.join("sev-guest"));
+        let err = SnpProvider::new(tsm_root.clone(), device.clone()).unwrap_err();
+        assert!(
+            matches!(err, PlatformError::Unavailable { .. })
+                && err.to_string().contains("/dev/sev-guest"),
+            "{err}"
+        );
+        std::fs::write(&device, b"").unwrap();
+        let provider = SnpProvider::new(tsm_root.clone(), device.clone()).unwrap();
+        assert_eq!(provider.source(), &SnpSource::SevGuest(device.clone()));
+        std::fs::create_dir_all(&tsm_root).unwrap();
+        assert_eq!(
+            SnpSource::select(&tsm_root, &device).unwrap(),
+            SnpSource::Tsm(tsm_root.clone())
+        );
+        std::fs::remove_file(&device).unwrap();
+        assert_eq!(
+            SnpSource::select(&tsm_root, &device).unwrap(),
+            SnpSource::Tsm(tsm_root.clone())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_guest_device_path_reports_its_failure_as_snp_evidence_errors() {
+        // The device vanished after selection, and a file that is not the device.
+        let dir = std::env::temp_dir().join(format!("veil-snp-device-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let device = dir.join("sev-guest");
+        let provider = SnpProvider {
+            source: SnpSource::SevGuest(device.clone()),
+        };
+        let data = ReportData([0; 64]);
+        let err = provider.evidence(&data).unwrap_err().to_string();
+        assert!(
+            err.starts_with("snp evidence:") && err.contains("no such device"),
+            "{err}"
+        );
+        std::fs::write(&device, b"").unwrap();
+        let err = provider.evidence(&data).unwrap_err().to_string();
+        assert!(err.contains("SNP_GET_EXT_REPORT"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     mod nvidia_gpu {
@@ -857,6 +1175,96 @@ mod tests {
         let mut out = [0u8; 16];
         out.copy_from_slice(&hex::decode(text).unwrap());
         out
+    }
+
+    #[test]
+    fn tdx_prefers_the_qgs_and_falls_back_to_configfs_tsm() {
+        use std::cell::Cell;
+        let failed_at = Mutex::new(None);
+        let qgs_calls = Cell::new(0);
+        let good_qgs = || {
+            qgs_calls.set(qgs_calls.get() + 1);
+            Ok(b"qgs".to_vec())
+        };
+        let bad_qgs = || {
+            qgs_calls.set(qgs_calls.get() + 1);
+            Err("connecting to the QGS at vsock 2:4050: connection reset".to_owned())
+        };
+        let tsm = || Ok(b"tsm".to_vec());
+        let collect = |qgs: Option<QuoteFn<'_>>, tsm: Option<QuoteFn<'_>>| {
+            collect_quote(qgs, tsm, &failed_at)
+        };
+        // Both: the QGS.
+        assert_eq!(
+            collect(Some(&good_qgs), Some(&tsm)).unwrap(),
+            (b"qgs".to_vec(), QGS_PATH)
+        );
+        // The QGS fails: configfs-tsm, and the QGS is set aside.
+        assert_eq!(
+            collect(Some(&bad_qgs), Some(&tsm)).unwrap(),
+            (b"tsm".to_vec(), TSM_PATH)
+        );
+        assert_eq!(qgs_calls.get(), 2);
+        assert_eq!(collect(Some(&good_qgs), Some(&tsm)).unwrap().1, TSM_PATH);
+        assert_eq!(qgs_calls.get(), 2, "set aside, not asked");
+        // After the retry interval it is asked again.
+        if let Some(long_ago) = Instant::now().checked_sub(QGS_RETRY_AFTER + Duration::from_secs(1))
+        {
+            *failed_at.lock().unwrap() = Some(long_ago);
+            assert_eq!(collect(Some(&good_qgs), Some(&tsm)).unwrap().1, QGS_PATH);
+            assert!(failed_at.lock().unwrap().is_none());
+        }
+        // The QGS alone: its failure is the error, and every call retries it.
+        *failed_at.lock().unwrap() = Some(Instant::now());
+        let before = qgs_calls.get();
+        let err = collect(Some(&bad_qgs), None).unwrap_err();
+        assert!(err.contains("quote through the QGS: connecting"), "{err}");
+        assert_eq!(qgs_calls.get(), before + 1);
+        // configfs-tsm alone.
+        assert_eq!(collect(None, Some(&tsm)).unwrap().1, TSM_PATH);
+        assert_eq!(collect(None, None).unwrap_err(), "no TDX quote source");
+    }
+
+    #[test]
+    fn tdx_sources_need_configfs_tsm_or_the_device_with_a_qgs() {
+        let dir = std::env::temp_dir().join(format!("veil-tdx-sources-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let collateral = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/testdata/tdx/dcap-qvl-v4-uptodate/collateral");
+        let mut sources = TdxSources {
+            tsm_root: dir.join("tsm/report"),
+            guest_device: dir.join("tdx_guest"),
+            qgs: Some(QgsConfig::default()),
+            ccel: dir.join("CCEL"),
+        };
+        let err = TdxProvider::new(sources.clone(), collateral.clone()).unwrap_err();
+        assert!(err.to_string().contains("/dev/tdx_guest"), "{err}");
+        // The device without a QGS is not a source.
+        std::fs::write(&sources.guest_device, b"").unwrap();
+        sources.qgs = None;
+        assert!(TdxProvider::new(sources.clone(), collateral.clone()).is_err());
+        // The device with a QGS is; a file that is not the device fails at the ioctl,
+        // as evidence, with no configfs-tsm to fall back to.
+        sources.qgs = Some(QgsConfig::default());
+        let provider = TdxProvider::new(sources.clone(), collateral.clone()).unwrap();
+        assert!(provider.ccel_events.is_none(), "no CCEL file");
+        #[cfg(target_os = "linux")]
+        {
+            let err = provider.evidence(&ReportData([7; 64])).unwrap_err();
+            assert!(err.to_string().contains("TDX_CMD_GET_REPORT0"), "{err}");
+        }
+        // A CCEL that parses is kept; one that does not is left out.
+        use tdx::eventlog::build;
+        let mut log = build::spec_id(false);
+        log.extend(build::event(1, 4, &[9; 48], None, b"sep"));
+        std::fs::write(&sources.ccel, &log).unwrap();
+        assert_eq!(read_ccel(&sources.ccel).unwrap().len(), 1);
+        let provider = TdxProvider::new(sources.clone(), collateral.clone()).unwrap();
+        assert_eq!(provider.ccel_events.as_ref().map(Vec::len), Some(1));
+        std::fs::write(&sources.ccel, &log[..log.len() - 1]).unwrap();
+        assert!(read_ccel(&sources.ccel).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

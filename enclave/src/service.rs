@@ -247,7 +247,18 @@ impl Enclave {
             self.platform,
             &self.settings.version,
             |nonce| self.gpu.evidence(nonce),
-            |report_data| self.cpu.evidence(report_data),
+            |report_data| {
+                let started = std::time::Instant::now();
+                let evidence = self.cpu.evidence(report_data);
+                if evidence.is_ok() {
+                    self.metrics.cpu_evidence(
+                        self.platform.name(),
+                        self.cpu.last_source().unwrap_or("default"),
+                        started.elapsed().as_secs_f64(),
+                    );
+                }
+                evidence
+            },
             OffsetDateTime::now_utc(),
         )?;
         Ok(Bytes::from(b.to_json()?))

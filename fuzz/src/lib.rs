@@ -219,6 +219,39 @@ pub fn tdx_quote(data: &[u8]) -> bool {
     true
 }
 
+/// Target `tdx_ccel`: parse a binary CCEL event log (must return, never panic); what
+/// parses has records at increasing offsets inside the input, events that replay (RTMR
+/// 0..=3), and parses the same with more `0xFF` padding after it.
+pub fn tdx_ccel(data: &[u8]) -> bool {
+    use veil_attestation::tdx::eventlog;
+    let Ok(records) = eventlog::parse_ccel_records(data) else {
+        return false;
+    };
+    let mut last = None;
+    for r in &records {
+        assert!(r.offset < data.len(), "record offset inside the log");
+        assert!(last < Some(r.offset), "record offsets increase");
+        last = Some(r.offset);
+        assert!(r.mr_index <= 4, "MR index range");
+        if let Some(rtmr) = r.rtmr() {
+            assert!(rtmr <= 3, "RTMR range");
+        }
+    }
+    let events = eventlog::parse_ccel(data).expect("parsed records give events");
+    let expected: Vec<_> = records.iter().filter_map(|r| r.event()).collect();
+    assert_eq!(events, expected, "events are the records' events");
+    eventlog::replay(&events).expect("parsed events replay");
+    // More 0xFF padding changes nothing, unless the log ends in zero padding (zeros
+    // then 0xFF is neither kind of padding).
+    if data.last() != Some(&0) && data.len() < eventlog::MAX_CCEL - 64 {
+        let mut padded = data.to_vec();
+        padded.extend([0xFF; 64]);
+        let again = eventlog::parse_ccel_records(&padded);
+        assert_eq!(again.ok().as_ref(), Some(&records), "0xFF padding appended");
+    }
+    true
+}
+
 /// Target `nvidia_report`: an NVIDIA SPDM `GET_MEASUREMENTS` transcript (binary or hex)
 /// parses or is refused, never panics; what parses splits exactly into signed part,
 /// 96-byte signature and tolerated trailing zeros, re-parses the same without them,

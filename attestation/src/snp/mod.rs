@@ -10,12 +10,14 @@
 //! - [`AttestationReport::from_bytes`]: the panic-free parser alone.
 //!
 //! The extended-report / configfs-tsm `auxblob` certificate table is read by
-//! [`crate::tsm::snp_certificate_table`].
+//! [`crate::tsm::snp_certificate_table`]. [`guest`] collects a report with that table
+//! inside a guest through `/dev/sev-guest`, for kernels without configfs-tsm.
 //!
 //! The parser is veil's own (no `sev` crate dependency); the `sev` crate is the peer of
-//! the benchmark only.
+//! the benchmark only. Its guest API is not used either: see [`guest`] for why.
 
 pub mod certs;
+pub mod guest;
 pub mod policy;
 pub mod report;
 

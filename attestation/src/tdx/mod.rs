@@ -13,10 +13,16 @@
 //! then, for TCB Info with `tdxModuleIdentities` and a non-zero module major version
 //! (TEE_TCB_SVN\[1\]), the identity `TDX_<major>`'s first level with
 //! `isvsvn <= TEE_TCB_SVN[0]`. No matching level is [`TdxError::NoMatchingTcbLevel`].
+//!
+//! Beside verification: [`eventlog`] parses the binary CCEL event log and replays it to
+//! RTMRs; [`guest`] collects a quote inside a TD from `/dev/tdx_guest` and the host's
+//! Quote Generation Service ([`qgs`], over vsock), the fast alternative to configfs-tsm.
 
 pub mod collateral;
 pub mod eventlog;
+pub mod guest;
 pub mod policy;
+pub mod qgs;
 pub mod quote;
 pub mod tcb;
 
