@@ -15,7 +15,8 @@
 //! `VEIL_PEER_PYTHON` is the Python with the peers installed (default
 //! `<workspace>/.venv-ref/bin/python`, made by `tests/reference/setup.sh`);
 //! `VEIL_BENCH_NO_PEERS=1` measures veil only. `VEIL_BENCH_JSON=path` also writes every
-//! figure as JSON.
+//! figure as JSON. `VEIL_BENCH_ONLY=chat1|chat2|chat|embeddings` measures only that part of
+//! veil (for profiling; implies no peers).
 
 #![allow(
     clippy::unwrap_used,
@@ -199,22 +200,32 @@ fn main() {
     let gguf = models_dir().join(veil_enclave::models::DEFAULT_CHAT_PATH);
     let emb_dir = models_dir().join(veil_enclave::models::DEFAULT_EMBEDDINGS_DIR);
 
+    let only = std::env::var("VEIL_BENCH_ONLY").ok();
+    let wants = |part: &str| only.as_deref().is_none_or(|o| part.starts_with(o));
     let mut veil_chat = Vec::new();
     for threads in [1, 2] {
+        if !wants(&format!("chat{threads}")) {
+            continue;
+        }
         let (p, d) = bench_chat(&inputs, &gguf, threads);
         eprintln!("veil threads={threads}: prefill {p:.1} tok/s, decode {d:.1} tok/s");
         veil_chat.push(
             json!({"n_threads": threads, "prefill_tokens_per_s": p, "decode_tokens_per_s": d}),
         );
     }
-    let (e1, e32) = bench_embeddings(&inputs, &emb_dir);
+    let (e1, e32) = if wants("embeddings") {
+        bench_embeddings(&inputs, &emb_dir)
+    } else {
+        (f64::NAN, f64::NAN)
+    };
     eprintln!("veil embeddings: batch 1 {e1:.1}/s, batch 32 {e32:.1}/s");
 
-    let peers = if std::env::var_os("VEIL_BENCH_NO_PEERS").is_some_and(|v| v == "1") {
-        Value::Null
-    } else {
-        run_python(&["--json", "--threads", "2"])
-    };
+    let peers =
+        if only.is_some() || std::env::var_os("VEIL_BENCH_NO_PEERS").is_some_and(|v| v == "1") {
+            Value::Null
+        } else {
+            run_python(&["--json", "--threads", "2"])
+        };
 
     println!(
         "engine bench: prompt {} tokens, decode {} tokens, {} chunks; median of up to {} runs",

@@ -98,9 +98,12 @@ pub fn dot_f16(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
     let np = n & !31;
     let mut acc = [0f32; 32];
-    for (i, (a, b)) in x.iter().zip(y).take(np).enumerate() {
-        let slot = &mut acc[i & 31];
-        *slot = a.mul_add(*b, *slot);
+    // Element `i` goes to lane `i % 32`, lanes in order: whole chunks of 32 keep each
+    // lane's sequence of fused multiply-adds and let the compiler use vector FMAs.
+    for (a, b) in x.chunks_exact(32).zip(y.chunks_exact(32)) {
+        for ((s, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+            *s = a.mul_add(b, *s);
+        }
     }
     let mut sum = f64::from(reduce32(&acc));
     for (a, b) in x.iter().zip(y).take(n).skip(np) {
@@ -124,10 +127,21 @@ fn reduce8(acc: &[f32; 8]) -> f32 {
 
 /// tinyBLAS's f16 dot product (`KN = 8`; the length is a multiple of 8 in every use).
 pub fn dot8(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let (x, y) = (
+        x.get(..n).unwrap_or_default(),
+        y.get(..n).unwrap_or_default(),
+    );
     let mut acc = [0f32; 8];
-    for (i, (a, b)) in x.iter().zip(y).enumerate() {
-        let slot = &mut acc[i & 7];
-        *slot = a.mul_add(*b, *slot);
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for ((s, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+            *s = a.mul_add(b, *s);
+        }
+    }
+    for ((s, &a), &b) in acc.iter_mut().zip(xr).zip(yr) {
+        *s = a.mul_add(b, *s);
     }
     reduce8(&acc)
 }

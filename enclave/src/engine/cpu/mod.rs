@@ -22,7 +22,6 @@ pub mod team;
 use std::io::{Read, Seek};
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 
 use self::quant::{Act, Q8Block, QMatrix, Simd, WeightType, quantize_q8};
 use self::team::{Exchange, PoisonOnPanic, Poisoned, share};
@@ -240,11 +239,13 @@ impl CpuLlama {
     }
 }
 
-/// One KV head's cache: `positions × head_dim` keys and values, f16.
+/// One KV head's cache: `positions × head_dim` keys and values, rounded to f16 as
+/// llama.cpp's cache stores them but kept widened to f32 (the same values), so that a
+/// step reads its rows without converting them again.
 #[derive(Debug, Default)]
 struct KvHead {
-    k: Vec<f16>,
-    v: Vec<f16>,
+    k: Vec<f32>,
+    v: Vec<f32>,
 }
 
 /// A thread's state in a session: the caches of its heads and scratch buffers.
@@ -261,7 +262,6 @@ struct ThreadState {
     q8: Vec<Q8Block>,
     q8_tmp: Vec<Q8Block>,
     scores: Vec<f32>,
-    row: Vec<f32>,
     acc: Vec<f32>,
     wsum: ggml::WeightedSum,
 }
@@ -506,10 +506,10 @@ impl Pass<'_> {
                     let cache = st.kv.get_mut(li).and_then(|l| l.get_mut(g - st.first_kv));
                     if let Some(c) = cache {
                         let k = row.get(k0..k0 + hd).unwrap_or_default();
-                        c.k.extend(k.iter().map(|&v| f16::from_f32(v)));
+                        c.k.extend(k.iter().map(|&v| round_f16(v)));
                         let v0 = dq + dkv + g * hd;
                         let v = row.get(v0..v0 + hd).unwrap_or_default();
-                        c.v.extend(v.iter().map(|&v| f16::from_f32(v)));
+                        c.v.extend(v.iter().map(|&v| round_f16(v)));
                     }
                 }
             }
@@ -519,7 +519,6 @@ impl Pass<'_> {
             let nh = my_heads.len();
             st.part.clear();
             st.part.resize(n * nh * hd, 0.0);
-            st.row.resize(hd, 0.0);
             st.acc.resize(hd, 0.0);
             for i in 0..n {
                 let ctx = self.pos + i + 1;
@@ -538,14 +537,12 @@ impl Pass<'_> {
                         .collect();
                     st.scores.resize(ctx, 0.0);
                     for (j, s) in st.scores.iter_mut().enumerate() {
-                        c.k.get(j * hd..(j + 1) * hd)
-                            .unwrap_or_default()
-                            .convert_to_f32_slice(&mut st.row);
+                        let k = c.k.get(j * hd..(j + 1) * hd).unwrap_or_default();
                         // llama.cpp multiplies with tinyBLAS for two tokens or more.
                         let dot = if n >= 2 {
-                            ggml::dot8(&st.row, &q)
+                            ggml::dot8(k, &q)
                         } else {
-                            ggml::dot_f16(&st.row, &q)
+                            ggml::dot_f16(k, &q)
                         };
                         *s = dot * scale;
                     }
@@ -558,10 +555,8 @@ impl Pass<'_> {
                     }
                     st.wsum.start(hd, if n >= 2 { 8 } else { 32 });
                     for (j, s) in st.scores.iter().enumerate() {
-                        c.v.get(j * hd..(j + 1) * hd)
-                            .unwrap_or_default()
-                            .convert_to_f32_slice(&mut st.row);
-                        st.wsum.add(j, round_f16(*s), &st.row);
+                        let v = c.v.get(j * hd..(j + 1) * hd).unwrap_or_default();
+                        st.wsum.add(j, round_f16(*s), v);
                     }
                     st.wsum.finish(&mut st.acc);
                     let o0 = (i * nh + hi) * hd;

@@ -261,6 +261,33 @@ impl QMatrix {
         ld: usize,
     ) {
         let n = acts.len();
+        #[cfg(target_arch = "x86_64")]
+        if let (Simd::V3(v3), true, [act]) = (simd, self.ty.wants_q8(), acts) {
+            // One token: four rows per call (independent chains, one activation load).
+            let mut r = rows.start;
+            while r + 4 <= rows.end {
+                let rs = [
+                    self.row(r),
+                    self.row(r + 1),
+                    self.row(r + 2),
+                    self.row(r + 3),
+                ];
+                let v = v3.vectorize(|| avx2::dot_rows::<4>(v3, self.ty, rs, *act));
+                let i = r - rows.start;
+                if let Some(o) = out.get_mut(i..i + 4) {
+                    o.copy_from_slice(&v);
+                }
+                r += 4;
+            }
+            while r < rows.end {
+                let [v] = v3.vectorize(|| avx2::dot_rows::<1>(v3, self.ty, [self.row(r)], *act));
+                if let Some(o) = out.get_mut(r - rows.start) {
+                    *o = v;
+                }
+                r += 1;
+            }
+            return;
+        }
         for r in rows.clone() {
             let row = self.row(r);
             let i = r - rows.start;
@@ -448,6 +475,93 @@ mod avx2 {
         mul_sum_us8(s, ax, sy)
     }
 
+    /// Prefetches the same offset `R` rows further on (the next call's rows: rows are
+    /// contiguous), so the weights stream in ahead of the kernel.
+    #[inline(always)]
+    fn prefetch_next<const R: usize>(s: V3, row: &[u8], at: usize) {
+        let ahead = row.as_ptr().wrapping_add(at + R * row.len());
+        s.sse._mm_prefetch::<3>(ahead.cast());
+    }
+
+    /// `row_r · act` for R rows at once (single-token passes): the same operations in
+    /// the same order as [`dot_n`] for each row, with the rows' independent chains
+    /// interleaved, each activation block loaded once, and the next rows prefetched.
+    #[inline(always)]
+    pub fn dot_rows<const R: usize>(
+        s: V3,
+        ty: WeightType,
+        rows: [&[u8]; R],
+        act: Act<'_>,
+    ) -> [f32; R] {
+        let zero = s.avx._mm256_setzero_ps();
+        let mut acc = [zero; R];
+        let mut summs = [0f32; R];
+        match ty {
+            WeightType::Q4_1 => {
+                for (b, a) in act.q8.iter().enumerate() {
+                    let qy: __m256i = bytemuck::cast(a.qs);
+                    for r in 0..R {
+                        prefetch_next::<R>(s, rows[r], b * 20);
+                        let Some(blk) = rows[r].get(b * 20..(b + 1) * 20) else {
+                            continue;
+                        };
+                        let d = f16_at(blk, 0);
+                        let m = f16_at(blk, 2);
+                        let qx = nibbles(s, blk.get(4..20).unwrap_or_default());
+                        let xy = mul_sum_us8(s, qx, qy);
+                        acc[r] = s
+                            .fma
+                            ._mm256_fmadd_ps(s.avx._mm256_set1_ps(d * a.d), xy, acc[r]);
+                        summs[r] += m * a.s;
+                    }
+                }
+            }
+            WeightType::Q4_0 => {
+                for (b, a) in act.q8.iter().enumerate() {
+                    let qy: __m256i = bytemuck::cast(a.qs);
+                    for r in 0..R {
+                        prefetch_next::<R>(s, rows[r], b * 18);
+                        let Some(blk) = rows[r].get(b * 18..(b + 1) * 18) else {
+                            continue;
+                        };
+                        let d = f16_at(blk, 0);
+                        let qx = nibbles(s, blk.get(2..18).unwrap_or_default());
+                        let qx = s.avx2._mm256_sub_epi8(qx, s.avx._mm256_set1_epi8(8));
+                        let xy = mul_sum_i8(s, qx, qy);
+                        acc[r] = s
+                            .fma
+                            ._mm256_fmadd_ps(s.avx._mm256_set1_ps(d * a.d), xy, acc[r]);
+                    }
+                }
+            }
+            WeightType::Q8_0 => {
+                for (b, a) in act.q8.iter().enumerate() {
+                    let qy: __m256i = bytemuck::cast(a.qs);
+                    for r in 0..R {
+                        prefetch_next::<R>(s, rows[r], b * 34);
+                        let Some(blk) = rows[r].get(b * 34..(b + 1) * 34) else {
+                            continue;
+                        };
+                        let d = f16_at(blk, 0);
+                        let qx = bytes32(blk.get(2..34).unwrap_or_default());
+                        let xy = mul_sum_i8(s, qx, qy);
+                        acc[r] = s
+                            .fma
+                            ._mm256_fmadd_ps(s.avx._mm256_set1_ps(d * a.d), xy, acc[r]);
+                    }
+                }
+            }
+            WeightType::F16 | WeightType::F32 => {
+                return rows.map(|row| scalar::dot(ty, row, act));
+            }
+        }
+        let mut out = [0f32; R];
+        for r in 0..R {
+            out[r] = hsum(s, acc[r]) + summs[r];
+        }
+        out
+    }
+
     /// `row · act_n` for N tokens at once (the weight blocks are unpacked once).
     #[inline(always)]
     pub fn dot_n<const N: usize>(
@@ -617,6 +731,14 @@ mod tests {
                         (got - exact).abs() < 0.05 * (1.0 + exact.abs()),
                         "{ty:?} {got} vs {exact}"
                     );
+                }
+            }
+            // One token at a time (the multi-row path): the same values exactly.
+            for (m, a) in acts.iter().enumerate() {
+                let mut one = vec![0f32; rows];
+                w.matmul(simd, 0..rows, std::slice::from_ref(a), &mut one, rows);
+                for r in 0..rows {
+                    assert_eq!(one[r], out[m * rows + r], "{ty:?} token {m} row {r}");
                 }
             }
             // A sub-range of rows.
