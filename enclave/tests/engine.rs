@@ -710,3 +710,59 @@ fn trace_first_case_prompt() {
         s.feed(&[t]).unwrap();
     }
 }
+
+#[test]
+fn packed_bert_encoder_matches_candles_padded_bert_model() {
+    use candle_core::{DType, Device, Tensor};
+    use candle_transformers::models::bert::{BertModel, Config};
+    use veil_enclave::engine::bert_encoder::BertEncoder;
+
+    let dir = require(models_dir().join(veil_enclave::models::DEFAULT_EMBEDDINGS_DIR));
+    let config: Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let vb = candle_nn::VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)
+        .unwrap();
+    let ours = BertEncoder::load(&vb, &config).unwrap();
+    let theirs = BertModel::load(vb, &config).unwrap();
+    // Three inputs of different lengths: candle pads them to 7 and masks the padding;
+    // the packed form has no padding at all.
+    let seqs: [&[u32]; 3] = [
+        &[101, 7592, 2088, 102],
+        &[101, 1996, 4937, 2938, 2006, 1996, 102],
+        &[101, 102],
+    ];
+    let mut ids = Vec::new();
+    let mut mask = Vec::new();
+    for s in seqs {
+        ids.extend_from_slice(s);
+        ids.extend(std::iter::repeat_n(0u32, 7 - s.len()));
+        mask.extend(std::iter::repeat_n(1u32, s.len()));
+        mask.extend(std::iter::repeat_n(0u32, 7 - s.len()));
+    }
+    let ids = Tensor::from_vec(ids, (3, 7), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(mask, (3, 7), &Device::Cpu).unwrap();
+    let padded = theirs
+        .forward(&ids, &ids.zeros_like().unwrap(), Some(&mask))
+        .unwrap()
+        .to_vec3::<f32>()
+        .unwrap();
+    let packed = ours
+        .forward_packed(&seqs)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(packed.len(), 4 + 7 + 2);
+    let mut row = 0;
+    let mut worst = 0f32;
+    for (s, padded) in seqs.iter().zip(&padded) {
+        for token in padded.iter().take(s.len()) {
+            for (a, b) in packed[row].iter().zip(token) {
+                worst = worst.max((a - b).abs());
+            }
+            row += 1;
+        }
+    }
+    assert!(worst < 1e-4, "largest difference {worst}");
+    assert!(ours.forward_packed(&[&[]]).is_err());
+}

@@ -1,4 +1,5 @@
-//! Sentence embeddings with BERT-family models (candle's `bert`): safetensors weights,
+//! Sentence embeddings with BERT-family models ([`super::bert_encoder`], candle's BERT
+//! arranged for throughput): safetensors weights,
 //! the model's `tokenizer.json`, and the pooling and normalization its
 //! sentence-transformers configuration asks for.
 //!
@@ -12,15 +13,17 @@
 //!
 //! Inputs longer than `max_seq_length` tokens (with `[CLS]` and `[SEP]`) are truncated
 //! to it, as sentence-transformers does: the end of the text is dropped and `[SEP]` kept.
-//! Inputs are sorted by length and run in batches of [`BATCH`], each padded to its
-//! longest input (padding masked out of attention and pooling), like
-//! sentence-transformers' `encode`.
+//! Inputs are sorted by length and run in batches of [`BATCH`], like
+//! sentence-transformers' `encode`, but without padding: a batch's tokens are packed
+//! and each input attends only to its own tokens ([`BertEncoder::forward_packed`]).
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
+
+use super::bert_encoder::BertEncoder;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::{EmbeddingModel, Embeddings, EngineError};
@@ -53,14 +56,12 @@ pub struct EmbeddingOptions {
 /// A BERT-family sentence embeddings model.
 pub struct BertEmbeddings {
     id: String,
-    model: BertModel,
+    model: BertEncoder,
     tokenizer: Tokenizer,
-    device: Device,
     dim: usize,
     max_len: usize,
     pooling: Pooling,
     normalize: bool,
-    pad_id: u32,
 }
 
 impl std::fmt::Debug for BertEmbeddings {
@@ -176,7 +177,7 @@ impl BertEmbeddings {
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(|e| load_err(format!("model.safetensors: {e}")))?;
         let model =
-            BertModel::load(vb, &config).map_err(|e| load_err(format!("loading BERT: {e}")))?;
+            BertEncoder::load(&vb, &config).map_err(|e| load_err(format!("loading BERT: {e}")))?;
 
         let max_positions = config_json
             .get("max_position_embeddings")
@@ -224,19 +225,16 @@ impl BertEmbeddings {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| load_err(format!("tokenizer truncation: {e}")))?;
-        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
 
         let id = options.id.clone().unwrap_or_else(|| default_id(dir));
         Ok(Self {
             id,
             model,
             tokenizer,
-            device,
             dim: config.hidden_size,
             max_len,
             pooling,
             normalize,
-            pad_id,
         })
     }
 
@@ -263,50 +261,71 @@ impl BertEmbeddings {
     }
 
     fn embed_batch(&self, batch: &[&Vec<u32>]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let b = batch.len();
-        let len = batch.iter().map(|v| v.len()).max().unwrap_or(0).max(1);
-        let mut ids = Vec::with_capacity(b * len);
-        let mut mask = Vec::with_capacity(b * len);
-        for seq in batch {
-            ids.extend_from_slice(seq);
-            ids.extend(std::iter::repeat_n(self.pad_id, len - seq.len()));
-            mask.extend(std::iter::repeat_n(1u32, seq.len()));
-            mask.extend(std::iter::repeat_n(0u32, len - seq.len()));
+        let seqs: Vec<&[u32]> = batch.iter().map(|v| v.as_slice()).collect();
+        let mut hidden = self
+            .model
+            .forward_packed(&seqs)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let d = self.dim;
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut start = 0;
+        for seq in &seqs {
+            let rows = hidden
+                .get(start * d..(start + seq.len()) * d)
+                .unwrap_or_default();
+            start += seq.len();
+            out.push(self.pool(rows));
         }
-        let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (b, len), &self.device)?;
-        let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
-        let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let pooled = match self.pooling {
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+        zeroize::Zeroize::zeroize(&mut hidden);
+        Ok(out)
+    }
+
+    /// One input's vector from its token rows (`len × dim`), pooled and normalized as
+    /// the model's configuration says.
+    fn pool(&self, rows: &[f32]) -> Vec<f32> {
+        let d = self.dim;
+        let n = rows.len() / d.max(1);
+        let mut v = vec![0f32; d];
+        match self.pooling {
+            Pooling::Cls => {
+                if let Some(cls) = rows.get(..d) {
+                    v.copy_from_slice(cls);
+                }
+            }
+            Pooling::Max => {
+                v.fill(f32::NEG_INFINITY);
+                for row in rows.chunks_exact(d) {
+                    for (m, &x) in v.iter_mut().zip(row) {
+                        *m = m.max(x);
+                    }
+                }
+            }
             Pooling::Mean | Pooling::MeanSqrtLen => {
-                let sum = hidden.broadcast_mul(&maskf)?.sum(1)?;
-                let count = maskf.sum(1)?.clamp(1e-9f32, f32::MAX)?;
-                let count = if self.pooling == Pooling::MeanSqrtLen {
-                    count.sqrt()?
+                for row in rows.chunks_exact(d) {
+                    for (s, &x) in v.iter_mut().zip(row) {
+                        *s += x;
+                    }
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let count = (n as f32).max(1e-9);
+                let div = if self.pooling == Pooling::MeanSqrtLen {
+                    count.sqrt()
                 } else {
                     count
                 };
-                sum.broadcast_div(&count)?
+                for s in &mut v {
+                    *s /= div;
+                }
             }
-            Pooling::Max => {
-                // Padding set to a large negative value so it never wins.
-                let neg = ((maskf.ones_like()? - &maskf)? * -1e9)?;
-                hidden.broadcast_add(&neg)?.max(1)?
+        }
+        if self.normalize {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            for x in &mut v {
+                *x /= norm;
             }
-        };
-        let pooled = if self.normalize {
-            let norm = pooled
-                .sqr()?
-                .sum_keepdim(1)?
-                .sqrt()?
-                .clamp(1e-12f32, f32::MAX)?;
-            pooled.broadcast_div(&norm)?
-        } else {
-            pooled
-        };
-        pooled.to_vec2::<f32>()
+        }
+        v
     }
 }
 

@@ -10,6 +10,7 @@
 //! words, never prompt or completion text.
 
 pub mod bert;
+pub mod bert_encoder;
 pub mod candle_llama;
 pub mod cpu;
 pub mod gguf;
