@@ -14,7 +14,17 @@
 //!
 //! Unknown fields are errors. The platform evidence is an enum tagged by `type`
 //! (`snp`, `tdx`, `nvidia-gpu`, `sim`); the hardware variants carry their raw evidence
-//! and are verified by their platform modules.
+//! and are verified by their platform modules. TDX evidence is
+//!
+//! ```json
+//! { "type": "tdx", "quote": "<base64>", "collateral": { "tcb_info.json": "<base64>", ... },
+//!   "ccel": "<base64>" }
+//! ```
+//!
+//! where `ccel`, optional (absent when the TD has no CCEL table), is the binary TD event
+//! log (the ACPI CCEL table's log area without its trailing padding, at most
+//! [`MAX_TDX_CCEL`] bytes). It needs no binding of its own: verifiers replay it to RTMR
+//! 0..=3 and refuse it unless each equals the quoted (signed) register.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -29,6 +39,9 @@ use crate::sim::SimEvidence;
 pub const VERSION: u32 = 1;
 /// The largest bundle accepted, in bytes.
 pub const MAX_BUNDLE: usize = 4 << 20;
+/// The largest TDX event log (CCEL) a bundle may carry, in bytes (real logs are tens of
+/// KiB once their padding is cut).
+pub const MAX_TDX_CCEL: usize = 1 << 20;
 
 /// Why a bundle could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +63,9 @@ pub enum BundleError {
     /// A version this crate does not read.
     #[error("bundle version {0} is not supported (expected {VERSION})")]
     Version(u32),
+    /// TDX evidence whose event log is larger than [`MAX_TDX_CCEL`].
+    #[error("TDX event log (ccel) of {0} bytes exceeds the limit of {MAX_TDX_CCEL}")]
+    TdxEventLogTooLarge(usize),
 }
 
 /// The attestation bundle.
@@ -136,6 +152,11 @@ pub struct TdxEvidence {
     /// DCAP collateral (TCB info, QE identity, CRLs, their chains), by name.
     #[serde(default)]
     pub collateral: std::collections::BTreeMap<String, Base64Bytes>,
+    /// The binary TD event log (CCEL), without its trailing padding, at most
+    /// [`MAX_TDX_CCEL`] bytes; absent when the TD has none (and then absent from the
+    /// JSON, so bundles without it are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccel: Option<Base64Bytes>,
 }
 
 /// Raw NVIDIA GPU evidence.
@@ -179,7 +200,8 @@ pub fn gpu_evidence_digest(gpus: &[Evidence]) -> Sha256Digest {
 }
 
 impl Bundle {
-    /// Parse untrusted JSON: bounded size, strict fields, known version.
+    /// Parse untrusted JSON: bounded size, strict fields, known version, a TDX event log
+    /// within [`MAX_TDX_CCEL`].
     pub fn parse(bytes: &[u8]) -> Result<Self, BundleError> {
         if bytes.len() > MAX_BUNDLE {
             return Err(BundleError::TooLarge(bytes.len()));
@@ -196,6 +218,13 @@ impl Bundle {
         })?;
         if bundle.version != VERSION {
             return Err(BundleError::Version(bundle.version));
+        }
+        if let Evidence::Tdx(TdxEvidence {
+            ccel: Some(ccel), ..
+        }) = &bundle.cpu
+            && ccel.0.len() > MAX_TDX_CCEL
+        {
+            return Err(BundleError::TdxEventLogTooLarge(ccel.0.len()));
         }
         Ok(bundle)
     }

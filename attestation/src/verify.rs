@@ -6,14 +6,17 @@
 //! 3. the claimed platform matches the CPU evidence; GPU evidence is GPU evidence;
 //! 4. `claims-core`, the GPU evidence digest and the report data are recomputed;
 //! 5. the CPU evidence verifies and carries that report data (simulated evidence only
-//!    when the policy says `insecure_allow_sim`);
+//!    when the policy says `insecure_allow_sim`; a TDX event log, when carried, replays
+//!    to the quoted RTMRs);
 //! 6. the GPU evidence verifies with the GPU nonce;
 //! 7. the evidence is not older than the policy allows, nor from the future.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::bundle::{Bundle, Evidence, SnpEvidence, TdxEvidence, gpu_evidence_digest};
+use crate::bundle::{
+    Bundle, Evidence, MAX_TDX_CCEL, SnpEvidence, TdxEvidence, gpu_evidence_digest,
+};
 use crate::bytes::{Measurement, Sha256Digest};
 use crate::channel::{ChannelError, KeyConfigList};
 use crate::checks::Checks;
@@ -552,7 +555,9 @@ fn verify_snp(
 }
 
 /// Step 5 for TDX: the quote, its collateral to the pinned Intel root, the TDX policy,
-/// and `REPORTDATA` equal to the recomputed binding. Returns `MRTD`.
+/// `REPORTDATA` equal to the recomputed binding, and the event log (CCEL), when carried
+/// or required, replayed to the quoted RTMRs with the policy's pinned events found in it.
+/// Returns `MRTD`.
 fn verify_tdx(
     evidence: &TdxEvidence,
     report_data: &ReportData,
@@ -565,6 +570,15 @@ fn verify_tdx(
         .iter()
         .map(|(name, bytes)| (name.clone(), bytes.0.clone()))
         .collect();
+    let ccel = evidence.ccel.as_ref().map(|c| c.0.as_slice());
+    if let Some(size) = ccel.map(<[u8]>::len).filter(|&n| n > MAX_TDX_CCEL) {
+        let err = TdxError::EventLogTooLarge {
+            size,
+            limit: MAX_TDX_CCEL,
+        };
+        checks.fail("event-log.parse", err.to_string());
+        return Err(err.into());
+    }
     let collateral = Collateral::from_files(&files)?;
     let verified = crate::tdx::verify(
         &evidence.quote.0,
@@ -574,6 +588,7 @@ fn verify_tdx(
         now,
         checks,
     )?;
+    policy.tdx.check_event_log(&verified.report, ccel, checks)?;
     Ok(Measurement(verified.report.mr_td))
 }
 

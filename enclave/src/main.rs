@@ -104,11 +104,16 @@ struct Serve {
     /// verifiers need no network. Required with `--tee tdx`.
     #[arg(long, env = "VEIL_ENCLAVE_TDX_COLLATERAL", value_name = "DIR")]
     tdx_collateral: Option<PathBuf>,
-    /// TDX: the vsock port of the host's Quote Generation Service (host CID 2). Where
-    /// `/dev/tdx_guest` exists, quotes come from it (the TDREPORT quoted by the QGS),
-    /// with configfs-tsm (about a second per quote) as the fallback; 0: configfs-tsm only.
+    /// TDX: the vsock port of the host's Quote Generation Service (at --tdx-qgs-cid).
+    /// Where `/dev/tdx_guest` exists, quotes come from it (the TDREPORT quoted by the
+    /// QGS), with configfs-tsm (about a second per quote) as the fallback; 0:
+    /// configfs-tsm only.
     #[arg(long, env = "VEIL_ENCLAVE_TDX_QGS_PORT", default_value_t = veil_attestation::tdx::qgs::DEFAULT_PORT)]
     tdx_qgs_port: u32,
+    /// TDX: the vsock CID of the host's Quote Generation Service (2, the host, unless
+    /// the QGS runs elsewhere, such as in another VM).
+    #[arg(long, env = "VEIL_ENCLAVE_TDX_QGS_CID", default_value_t = veil_attestation::tdx::qgs::HOST_CID)]
+    tdx_qgs_cid: u32,
     /// Log filter (tracing's EnvFilter syntax). Logs carry metadata only, never content.
     #[arg(long, env = "VEIL_ENCLAVE_LOG", default_value = "info")]
     log: String,
@@ -143,6 +148,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The QGS address from `--tdx-qgs-cid` and `--tdx-qgs-port` (port 0: no QGS).
+fn qgs_config(args: &Serve) -> Option<veil_attestation::tdx::guest::QgsConfig> {
+    (args.tdx_qgs_port != 0).then(|| veil_attestation::tdx::guest::QgsConfig {
+        cid: args.tdx_qgs_cid,
+        port: args.tdx_qgs_port,
+        ..veil_attestation::tdx::guest::QgsConfig::default()
+    })
+}
+
 fn serve(args: Serve) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
@@ -157,10 +171,7 @@ fn serve(args: Serve) -> anyhow::Result<()> {
     // Evidence providers first: a missing TEE fails before any model loads.
     let host = platform::HostInputs {
         tdx_collateral: args.tdx_collateral.clone(),
-        tdx_qgs: (args.tdx_qgs_port != 0).then(|| veil_attestation::tdx::guest::QgsConfig {
-            port: args.tdx_qgs_port,
-            ..veil_attestation::tdx::guest::QgsConfig::default()
-        }),
+        tdx_qgs: qgs_config(&args),
     };
     let cpu = platform::cpu_provider(args.tee, &host)?;
     let gpu = platform::gpu_provider(args.gpu)?;
@@ -309,4 +320,29 @@ fn hash_dir_into(dir: &std::path::Path, manifest: &mut ModelManifest) -> anyhow:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    fn serve(args: &[&str]) -> Serve {
+        let argv = [&["veil-enclave", "serve"], args].concat();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(s) => *s,
+            Command::Models { .. } => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn the_qgs_address_comes_from_its_flags() {
+        let qgs = qgs_config(&serve(&[])).unwrap();
+        assert_eq!((qgs.cid, qgs.port), (2, 4050));
+        let qgs = qgs_config(&serve(&["--tdx-qgs-cid", "3", "--tdx-qgs-port", "4051"])).unwrap();
+        assert_eq!((qgs.cid, qgs.port), (3, 4051));
+        assert!(qgs_config(&serve(&["--tdx-qgs-port", "0"])).is_none());
+        assert!(Cli::try_parse_from(["veil-enclave", "serve", "--tdx-qgs-cid", "x"]).is_err());
+    }
 }

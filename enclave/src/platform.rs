@@ -16,8 +16,10 @@
 //! (`--tdx-collateral DIR`). The enclave never reaches the network for either (vsock
 //! reaches only the host). Each quote's duration and path are logged and exported
 //! (`veil_enclave_cpu_evidence_seconds`, by `source`). The CCEL event log, where the
-//! firmware provides one, is parsed at start and its replay compared with each quote's
-//! RTMR 0..=2, as a logged diagnostic (the bundle has no field to carry it).
+//! firmware provides one, is read and parsed once at start and carried in every TDX
+//! evidence (`ccel`, without the log area's trailing padding), so verifiers replay it to
+//! the quoted RTMRs and can pin single boot components; its replay is also compared
+//! with each quote's RTMR 0..=2 here, as a logged diagnostic.
 //!
 //! NVIDIA GPUs come through NVML ([`crate::nvml`], loaded at run time):
 //! [`NvidiaGpuProvider`] refuses GPUs that are not in confidential-computing mode or
@@ -424,14 +426,26 @@ pub struct TdxProvider {
     /// The path of the last quote ([`QGS_PATH`] or [`TSM_PATH`]).
     last_path: Mutex<Option<&'static str>>,
     collateral: BTreeMap<String, Base64Bytes>,
-    /// The CCEL's replayable events, when the log was present and parsed: a diagnostic
-    /// against each quote's RTMRs (the bundle has no field for an event log).
-    ccel_events: Option<Vec<tdx::eventlog::Event>>,
+    /// The CCEL event log, when present and parsed: its bytes for the evidence (`None`
+    /// when over the bundle's limit) and its replayable events, a diagnostic against
+    /// each quote's RTMRs.
+    ccel: Option<Ccel>,
+}
+
+/// The CCEL event log as read at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ccel {
+    /// The log without its trailing padding, for the evidence; `None` when larger than
+    /// [`veil_attestation::bundle::MAX_TDX_CCEL`].
+    bytes: Option<Vec<u8>>,
+    /// Its replayable events.
+    events: Vec<tdx::eventlog::Event>,
 }
 
 impl TdxProvider {
-    /// A provider over `sources`, with the collateral files in `collateral_dir` (read
-    /// once, at start) and the CCEL event log when present.
+    /// A provider over `sources`, with the collateral files in `collateral_dir` and the
+    /// CCEL event log when present (both read once, at start: the log does not change
+    /// after boot).
     ///
     /// # Errors
     /// When neither configfs-tsm nor the guest device with a QGS is available, or the
@@ -468,15 +482,15 @@ impl TdxProvider {
             qgs_failed_at: Mutex::new(None),
             last_path: Mutex::new(None),
             collateral,
-            ccel_events: read_ccel(&sources.ccel),
+            ccel: read_ccel(&sources.ccel),
         })
     }
 
-    /// Logs whether the CCEL's replay gives the quote's RTMR 0..=2 (firmware, boot
-    /// loader, kernel; RTMR 3 is extended at run time, beyond the CCEL). A diagnostic
-    /// only: verifiers judge the quote.
+    /// Logs whether the CCEL's replay gives the quote's RTMR 0..=3, as verifiers require
+    /// of a log the evidence carries (a TD whose RTMR3 is extended at run time, beyond
+    /// the CCEL, fails there). A diagnostic only: verifiers judge the evidence.
     fn check_ccel(&self, quote: &[u8]) {
-        let Some(events) = &self.ccel_events else {
+        let Some(Ccel { events, bytes }) = &self.ccel else {
             return;
         };
         let (Ok(replayed), Ok(quote)) = (tdx::eventlog::replay(events), tdx::Quote::parse(quote))
@@ -486,22 +500,26 @@ impl TdxProvider {
         let differ: Vec<usize> = replayed
             .iter()
             .zip(&quote.report.rtmr)
-            .take(3)
             .enumerate()
             .filter(|(_, (r, q))| r != q)
             .map(|(i, _)| i)
             .collect();
         if differ.is_empty() {
-            tracing::debug!("the CCEL event log replays to the quote's RTMR0-2");
+            tracing::debug!("the CCEL event log replays to the quote's RTMR0-3");
+        } else if bytes.is_some() {
+            tracing::error!(rtmrs = ?differ, "the CCEL event log does not replay to these RTMRs of the quote; verifiers will refuse this evidence");
         } else {
-            tracing::warn!(rtmrs = ?differ, "the CCEL event log does not replay to these RTMRs of the quote");
+            tracing::warn!(rtmrs = ?differ, "the CCEL event log (not carried) does not replay to these RTMRs of the quote");
         }
     }
 }
 
-/// The CCEL event log's replayable events, when the file exists and parses (a log that
-/// does not parse is logged and left out).
-fn read_ccel(path: &Path) -> Option<Vec<tdx::eventlog::Event>> {
+/// The CCEL event log, when the file exists and parses: its bytes up to the end of its
+/// last record (the firmware's log area is mostly `0xFF` padding), and its replayable
+/// events. A log that does not parse is logged and left out (carrying it would make
+/// every verifier refuse the evidence); one over the bundle's limit is logged and kept
+/// for the diagnostic only.
+fn read_ccel(path: &Path) -> Option<Ccel> {
     use std::io::Read as _;
     let limit = u64::try_from(tdx::eventlog::MAX_CCEL).unwrap_or(u64::MAX) + 1;
     let mut bytes = Vec::new();
@@ -509,13 +527,24 @@ fn read_ccel(path: &Path) -> Option<Vec<tdx::eventlog::Event>> {
         tracing::debug!(path = %path.display(), error = %e, "no CCEL event log");
         return None;
     }
-    match tdx::eventlog::parse_ccel(&bytes) {
-        Ok(events) => {
-            tracing::info!(path = %path.display(), events = events.len(), "CCEL event log parsed");
-            Some(events)
+    let parsed = tdx::eventlog::log_end(&bytes)
+        .and_then(|end| Ok((end, tdx::eventlog::parse_ccel(&bytes)?)));
+    match parsed {
+        Ok((end, events)) => {
+            bytes.truncate(end);
+            let fits = bytes.len() <= veil_attestation::bundle::MAX_TDX_CCEL;
+            if fits {
+                tracing::info!(path = %path.display(), events = events.len(), bytes = bytes.len(), "CCEL event log parsed; carried in the evidence");
+            } else {
+                tracing::warn!(path = %path.display(), bytes = bytes.len(), limit = veil_attestation::bundle::MAX_TDX_CCEL, "CCEL event log exceeds the bundle's limit; left out of the evidence");
+            }
+            Some(Ccel {
+                bytes: fits.then_some(bytes),
+                events,
+            })
         }
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "CCEL event log does not parse");
+            tracing::warn!(path = %path.display(), error = %e, "CCEL event log does not parse; left out of the evidence");
             None
         }
     }
@@ -621,6 +650,11 @@ impl CpuProvider for TdxProvider {
         Ok(Evidence::Tdx(TdxEvidence {
             quote: Base64Bytes(quote),
             collateral: self.collateral.clone(),
+            ccel: self
+                .ccel
+                .as_ref()
+                .and_then(|c| c.bytes.clone())
+                .map(Base64Bytes),
         }))
     }
 
@@ -1248,22 +1282,45 @@ mod tests {
         // as evidence, with no configfs-tsm to fall back to.
         sources.qgs = Some(QgsConfig::default());
         let provider = TdxProvider::new(sources.clone(), collateral.clone()).unwrap();
-        assert!(provider.ccel_events.is_none(), "no CCEL file");
+        assert!(provider.ccel.is_none(), "no CCEL file");
         #[cfg(target_os = "linux")]
         {
             let err = provider.evidence(&ReportData([7; 64])).unwrap_err();
             assert!(err.to_string().contains("TDX_CMD_GET_REPORT0"), "{err}");
         }
-        // A CCEL that parses is kept; one that does not is left out.
+        // A CCEL that parses is kept, without its padding; one that does not is left
+        // out.
         use tdx::eventlog::build;
         let mut log = build::spec_id(false);
         log.extend(build::event(1, 4, &[9; 48], None, b"sep"));
-        std::fs::write(&sources.ccel, &log).unwrap();
-        assert_eq!(read_ccel(&sources.ccel).unwrap().len(), 1);
+        let mut area = log.clone();
+        area.extend([0xFF; 4096]);
+        std::fs::write(&sources.ccel, &area).unwrap();
+        let read = read_ccel(&sources.ccel).unwrap();
+        assert_eq!(read.events.len(), 1);
+        assert_eq!(read.bytes.as_ref(), Some(&log));
         let provider = TdxProvider::new(sources.clone(), collateral.clone()).unwrap();
-        assert_eq!(provider.ccel_events.as_ref().map(Vec::len), Some(1));
+        assert_eq!(provider.ccel, Some(read));
         std::fs::write(&sources.ccel, &log[..log.len() - 1]).unwrap();
         assert!(read_ccel(&sources.ccel).is_none());
+        // The real dstack sample's events: all of them carried.
+        let report = std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/testdata/tdx/dstack-v4-eventlog/quote-report.json"),
+        )
+        .unwrap();
+        let dstack = build::from_dstack_report(&report).unwrap();
+        std::fs::write(&sources.ccel, &dstack).unwrap();
+        let read = read_ccel(&sources.ccel).unwrap();
+        assert_eq!(read.events.len(), 28);
+        assert_eq!(read.bytes.unwrap(), dstack[..dstack.len() - 1024]);
+        // A log over the bundle's limit is parsed for the diagnostic, not carried.
+        let mut big = build::spec_id(false);
+        let data = vec![0u8; veil_attestation::bundle::MAX_TDX_CCEL];
+        big.extend(build::event(1, 4, &[9; 48], None, &data));
+        std::fs::write(&sources.ccel, &big).unwrap();
+        let read = read_ccel(&sources.ccel).unwrap();
+        assert_eq!((read.events.len(), read.bytes), (1, None));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -221,7 +221,8 @@ pub fn tdx_quote(data: &[u8]) -> bool {
 
 /// Target `tdx_ccel`: parse a binary CCEL event log (must return, never panic); what
 /// parses has records at increasing offsets inside the input, events that replay (RTMR
-/// 0..=3), and parses the same with more `0xFF` padding after it.
+/// 0..=3), and parses the same cut at its end (`log_end`) and with more `0xFF` padding
+/// after it.
 pub fn tdx_ccel(data: &[u8]) -> bool {
     use veil_attestation::tdx::eventlog;
     let Ok(records) = eventlog::parse_ccel_records(data) else {
@@ -241,6 +242,15 @@ pub fn tdx_ccel(data: &[u8]) -> bool {
     let expected: Vec<_> = records.iter().filter_map(|r| r.event()).collect();
     assert_eq!(events, expected, "events are the records' events");
     eventlog::replay(&events).expect("parsed events replay");
+    // Cut at its end (as an enclave carries it), the log parses the same.
+    let end = eventlog::log_end(data).expect("a parsed log has an end");
+    assert!(end <= data.len(), "the end is inside the log");
+    let cut = eventlog::parse_ccel_records(data.get(..end).unwrap_or_default());
+    assert_eq!(
+        cut.ok().as_ref(),
+        Some(&records),
+        "the log without its padding"
+    );
     // More 0xFF padding changes nothing, unless the log ends in zero padding (zeros
     // then 0xFF is neither kind of padding).
     if data.last() != Some(&0) && data.len() < eventlog::MAX_CCEL - 64 {

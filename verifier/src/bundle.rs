@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
-use veil_attestation::bundle::Bundle;
+use veil_attestation::bundle::{Bundle, Evidence, TdxEvidence};
 use veil_attestation::bytes::Sha256Digest;
 use veil_attestation::checks::Checks;
 use veil_attestation::verify::{Policy, verify_bundle_with_checks};
@@ -132,7 +132,7 @@ fn judge(bytes: &[u8], policy: &Policy, at: time::OffsetDateTime) -> (Checks, Va
             return (checks, Value::Null, digest);
         }
     };
-    let claims = json!({
+    let mut claims = json!({
         "platform": bundle.claims.platform.name(),
         "enclave_version": bundle.claims.enclave_version,
         "key_ids": bundle.claims.key_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -142,6 +142,19 @@ fn judge(bytes: &[u8], policy: &Policy, at: time::OffsetDateTime) -> (Checks, Va
         "gpu_evidence": bundle.gpus.len(),
         "produced_at": output::rfc3339(bundle.produced_at),
     });
+    // The TDX event log's records, as the evidence gives them (the trail says whether it
+    // replays to the quote).
+    if let Evidence::Tdx(TdxEvidence {
+        ccel: Some(ccel), ..
+    }) = &bundle.cpu
+        && let Some(map) = claims.as_object_mut()
+    {
+        let value = match veil_attestation::tdx::eventlog::parse_ccel_records(&ccel.0) {
+            Ok(records) => output::event_log(&records, false),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        map.insert("tdx_event_log".into(), value);
+    }
     // The trail records the failure itself; the error adds nothing here.
     let _ = verify_bundle_with_checks(&bundle, policy, at, &mut checks);
     (checks, claims, digest)

@@ -89,16 +89,52 @@ pub fn print_checks(checks: &Checks) {
     }
 }
 
-/// Print what the evidence says, one `key value` line per field of a JSON object.
+/// Print what the evidence says, one `key value` line per field of a JSON object (a list
+/// of objects, such as an event log, as its length and then one line per item).
 pub fn print_facts(facts: &serde_json::Value) {
     if let serde_json::Value::Object(map) = facts {
         for (key, value) in map {
             match value {
                 serde_json::Value::String(s) => println!("      {key:<28} {s}"),
+                serde_json::Value::Array(items)
+                    if !items.is_empty() && items.iter().all(serde_json::Value::is_object) =>
+                {
+                    println!("      {key:<28} {} item(s)", items.len());
+                    for item in items {
+                        println!("        {item}");
+                    }
+                }
                 other => println!("      {key:<28} {other}"),
             }
         }
     }
+}
+
+/// A TD event log's records as JSON, one object each: `mr_index` (CCEL: 0 MRTD, 1..=4
+/// RTMR 0..=3), `rtmr` (null for records that extend none), `event_type` (hex),
+/// `digest` (SHA-384, hex, or null), `data_size`, and with `with_data` the event data
+/// (hex).
+#[must_use]
+pub fn event_log(
+    records: &[veil_attestation::tdx::eventlog::CcelRecord],
+    with_data: bool,
+) -> serde_json::Value {
+    records
+        .iter()
+        .map(|r| {
+            let mut item = serde_json::json!({
+                "mr_index": r.mr_index,
+                "rtmr": r.rtmr(),
+                "event_type": format!("{:#010x}", r.event_type),
+                "digest": r.sha384.map(hex::encode),
+                "data_size": r.data.len(),
+            });
+            if with_data && let Some(map) = item.as_object_mut() {
+                map.insert("data".into(), serde_json::json!(hex::encode(&r.data)));
+            }
+            item
+        })
+        .collect()
 }
 
 /// Print the checks (one line each, or one JSON document with `facts`, what the

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 use veil_attestation::checks::Checks;
+use veil_attestation::tdx::eventlog::CcelRecord;
 use veil_attestation::tdx::{self, Collateral, Quote, TdxPolicy};
 
 use crate::output;
@@ -29,6 +30,12 @@ pub struct Args {
     /// default policy when absent.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// The TD event log: the binary CCEL (as a TD reads it from
+    /// /sys/firmware/acpi/tables/data/CCEL), replayed to RTMR 0..=3, each of which must
+    /// equal the quoted one (one line per RTMR), and searched for the policy's pinned
+    /// `[[tdx.events]]`.
+    #[arg(long, value_name = "FILE")]
+    pub event_log: Option<PathBuf>,
     /// Print one JSON document instead of one line per check.
     #[arg(long)]
     pub json: bool,
@@ -49,6 +56,9 @@ Collateral directory layout (DCAP collateral, as Intel PCS/PCCS serve it):
                                       quote's own PCK CA certificate)
 The PCK chain comes from the quote (certification data type 6 wrapping type 5); the root
 is always the pinned Intel SGX Root CA.
+With --event-log, the log is judged once the quote verifies: event-log.rtmr0..3 pass only
+where its replay equals the quoted RTMR; the policy's require_event_log and [[tdx.events]]
+apply (policy.event-log, policy.events); --json lists its records under facts.event_log.
 Exit status: 0 valid, 1 invalid, 2 usage or I/O error.";
 
 fn quote_bytes(raw: Vec<u8>) -> Vec<u8> {
@@ -66,6 +76,7 @@ fn quote_bytes(raw: Vec<u8>) -> Vec<u8> {
 fn facts(
     quote: Option<&Quote>,
     verified: Option<&tdx::TdxVerified>,
+    event_log: Option<&[CcelRecord]>,
     error: Option<String>,
 ) -> serde_json::Value {
     let mut map = serde_json::Map::new();
@@ -111,6 +122,9 @@ fn facts(
         map.insert("td_attributes".into(), json!(hex::encode(r.td_attributes)));
         map.insert("xfam".into(), json!(hex::encode(r.xfam)));
     }
+    if let Some(records) = event_log {
+        map.insert("event_log".into(), output::event_log(records, true));
+    }
     serde_json::Value::Object(map)
 }
 
@@ -141,6 +155,10 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(p) => p.tdx,
         Err(e) => return output::usage_error(e),
     };
+    let event_log = match args.event_log.as_deref().map(output::read).transpose() {
+        Ok(log) => log,
+        Err(e) => return output::usage_error(e),
+    };
     let dir = collateral_dir(args);
     let files = match tdx::collateral::read_dir_files(&dir) {
         Ok(f) if f.is_empty() => {
@@ -161,7 +179,7 @@ pub fn run(args: &Args) -> ExitCode {
         }
         Err(e) => {
             checks.fail("collateral", format!("{}: {e}", dir.display()));
-            let facts = facts(parsed.as_ref(), None, Some(e.to_string()));
+            let facts = facts(parsed.as_ref(), None, None, Some(e.to_string()));
             return output::finish("tdx-quote", &checks, facts, args.json);
         }
     };
@@ -174,8 +192,24 @@ pub fn run(args: &Args) -> ExitCode {
         &mut checks,
     );
     let facts = match &result {
-        Ok(v) => facts(parsed.as_ref(), Some(v), None),
-        Err(e) => facts(parsed.as_ref(), None, Some(e.to_string())),
+        // The event log is judged against the verified quote's RTMRs only; its records
+        // are shown when it parses, whether or not it replays.
+        Ok(v) => {
+            let log = event_log.as_deref();
+            match policy.check_event_log(&v.report, log, &mut checks) {
+                Ok(records) => facts(parsed.as_ref(), Some(v), records.as_deref(), None),
+                Err(e) => {
+                    let records = log.and_then(|l| tdx::eventlog::parse_ccel_records(l).ok());
+                    facts(
+                        parsed.as_ref(),
+                        Some(v),
+                        records.as_deref(),
+                        Some(e.to_string()),
+                    )
+                }
+            }
+        }
+        Err(e) => facts(parsed.as_ref(), None, None, Some(e.to_string())),
     };
     output::finish("tdx-quote", &checks, facts, args.json)
 }
@@ -195,6 +229,7 @@ mod tests {
             at: Some(at.to_owned()),
             report_data: None,
             policy: None,
+            event_log: None,
             json: true,
         }
     }

@@ -263,6 +263,21 @@ fn spec_id(r: &mut Reader<'_>) -> Result<Vec<(u16, usize)>, CcelError> {
 /// that is not the Spec ID event, an algorithm missing from its table, an MR index
 /// above 4, an event without a SHA-384 digest, or a log over [`MAX_CCEL`].
 pub fn parse_ccel_records(log: &[u8]) -> Result<Vec<CcelRecord>, CcelError> {
+    parse(log).map(|(records, _)| records)
+}
+
+/// The length of a CCEL log without its trailing padding: the offset where the last
+/// record ends. `log[..log_end(log)?]` parses to the same records as `log`, so an
+/// enclave can carry only that part of the firmware's (mostly empty) log area.
+///
+/// # Errors
+/// As [`parse_ccel_records`].
+pub fn log_end(log: &[u8]) -> Result<usize, CcelError> {
+    parse(log).map(|(_, end)| end)
+}
+
+/// The records, and the offset where the last one ends.
+fn parse(log: &[u8]) -> Result<(Vec<CcelRecord>, usize), CcelError> {
     if log.len() > MAX_CCEL {
         return Err(CcelError {
             offset: 0,
@@ -314,7 +329,7 @@ pub fn parse_ccel_records(log: &[u8]) -> Result<Vec<CcelRecord>, CcelError> {
             data,
         });
     }
-    Ok(records)
+    Ok((records, r.pos))
 }
 
 /// Parse a binary CCEL event log into the [`Event`]s that replay to RTMR 0..=3
@@ -350,25 +365,97 @@ pub fn replay(events: &[Event]) -> Result<[[u8; 48]; 4], TdxError> {
 /// Replay `events` and compare with the quote's RTMRs; names the first that differs.
 ///
 /// # Errors
-/// [`TdxError::Policy`] naming the RTMR whose replay differs.
+/// [`TdxError::EventLogReplay`] naming the first RTMR whose replay differs (and the
+/// others that differ too), or [`TdxError::Policy`] for an RTMR index above 3.
 pub fn check(events: &[Event], quoted: &[[u8; 48]; 4]) -> Result<(), TdxError> {
-    let replayed = replay(events)?;
-    for (i, (r, q)) in replayed.iter().zip(quoted).enumerate() {
-        if r != q {
-            return Err(TdxError::Policy(format!(
-                "event log: replayed RTMR{i} {} is not the quoted {}",
-                hex::encode(r),
-                hex::encode(q)
-            )));
-        }
-    }
-    Ok(())
+    compare(&replay(events)?, quoted)
+}
+
+/// Compare replayed RTMRs with the quoted ones.
+///
+/// # Errors
+/// [`TdxError::EventLogReplay`] naming the first RTMR that differs, and the others.
+pub fn compare(replayed: &[[u8; 48]; 4], quoted: &[[u8; 48]; 4]) -> Result<(), TdxError> {
+    let differ: Vec<usize> = replayed
+        .iter()
+        .zip(quoted)
+        .enumerate()
+        .filter(|(_, (r, q))| r != q)
+        .map(|(i, _)| i)
+        .collect();
+    let Some((&rtmr, others)) = differ.split_first() else {
+        return Ok(());
+    };
+    let (Some(r), Some(q)) = (replayed.get(rtmr), quoted.get(rtmr)) else {
+        return Ok(());
+    };
+    Err(TdxError::EventLogReplay {
+        rtmr,
+        replayed: hex::encode(r),
+        quoted: hex::encode(q),
+        others: others.to_vec(),
+    })
 }
 
 /// Builds CCEL logs for tests, fuzz seeds and examples.
 #[doc(hidden)]
 pub mod build {
     use super::{EV_NO_ACTION, SPEC_ID_SIGNATURE, TPM_ALG_SHA384};
+
+    /// A CCEL log holding the events of a dstack quote report (`quote-report.json` of
+    /// `../shared/testdata/tdx/dstack-v4-eventlog`: its `event_log` is a JSON array, as
+    /// text, of `{imr, event_type, digest, event_payload}`), as a TD's firmware would log
+    /// them: the Spec ID event, a `StartupLocality` `EV_NO_ACTION`, one SHA-384 record per
+    /// event (dstack's IMR i is CCEL MR index i + 1), then 1 KiB of `0xFF` padding.
+    ///
+    /// # Errors
+    /// When the report is not such JSON (the message names what is wrong).
+    pub fn from_dstack_report(report_json: &[u8]) -> Result<Vec<u8>, String> {
+        let report: serde_json::Value =
+            serde_json::from_slice(report_json).map_err(|e| format!("quote report: {e}"))?;
+        let text = report["event_log"]
+            .as_str()
+            .ok_or("quote report: no event_log string")?;
+        let events: Vec<serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| format!("event_log: {e}"))?;
+        let mut log = spec_id(false);
+        log.extend(event(
+            0,
+            EV_NO_ACTION,
+            &[0; 48],
+            None,
+            b"StartupLocality\0\0",
+        ));
+        for (i, e) in events.iter().enumerate() {
+            let field = |name: &str| {
+                e[name]
+                    .as_u64()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(|| format!("event {i}: {name} is not a u32"))
+            };
+            let hex_field = |name: &str| {
+                e[name]
+                    .as_str()
+                    .and_then(|h| hex::decode(h).ok())
+                    .ok_or_else(|| format!("event {i}: {name} is not hex"))
+            };
+            let imr = field("imr")?;
+            let event_type = field("event_type")?;
+            let digest: [u8; 48] = hex_field("digest")?
+                .try_into()
+                .map_err(|_| format!("event {i}: digest is not 48 bytes"))?;
+            let data = hex_field("event_payload")?;
+            log.extend(event(
+                imr.saturating_add(1),
+                event_type,
+                &digest,
+                None,
+                &data,
+            ));
+        }
+        log.extend([0xFF; 1024]);
+        Ok(log)
+    }
 
     /// TCG algorithm id of SHA-256 (a second bank, to test digest skipping).
     pub const TPM_ALG_SHA256: u16 = 0x000B;
@@ -637,39 +724,34 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../shared/testdata/tdx/dstack-v4-eventlog"
         );
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(format!("{dir}/quote-report.json")).unwrap())
-                .unwrap();
-        let events: Vec<serde_json::Value> =
-            serde_json::from_str(report["event_log"].as_str().unwrap()).unwrap();
-        let mut log = spec_id(false);
-        log.extend(event(
-            0,
-            EV_NO_ACTION,
-            &[0; 48],
-            None,
-            b"StartupLocality\0\0",
-        ));
-        for e in &events {
-            let imr = u32::try_from(e["imr"].as_u64().unwrap()).unwrap();
-            let ty = u32::try_from(e["event_type"].as_u64().unwrap()).unwrap();
-            let digest: [u8; 48] = hex::decode(e["digest"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap();
-            let data = hex::decode(e["event_payload"].as_str().unwrap()).unwrap();
-            log.extend(event(imr + 1, ty, &digest, None, &data));
-        }
-        log.extend([0xFF; 1024]);
+        let log = super::build::from_dstack_report(
+            &std::fs::read(format!("{dir}/quote-report.json")).unwrap(),
+        )
+        .unwrap();
         let parsed = parse_ccel(&log).unwrap();
-        assert_eq!(parsed.len(), events.len());
+        assert_eq!(parsed.len(), 28);
+        // Without its padding, the log parses the same.
+        let end = log_end(&log).unwrap();
+        assert_eq!(end, log.len() - 1024);
+        assert_eq!(parse_ccel(&log[..end]).unwrap(), parsed);
         let quote = super::super::Quote::parse(&std::fs::read(format!("{dir}/quote.bin")).unwrap())
             .unwrap();
         check(&parsed, &quote.report.rtmr).unwrap();
         // One flipped digest bit names the RTMR.
         let mut flipped = parsed.clone();
         flipped[0].digest[0] ^= 1;
+        let err = check(&flipped, &quote.report.rtmr).unwrap_err();
+        assert!(
+            matches!(err, TdxError::EventLogReplay { rtmr: 0, ref others, .. } if others.is_empty()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("RTMR0"), "{err}");
+        // Two differing RTMRs: the first is named, the other listed.
+        flipped[27].digest[0] ^= 1;
         let err = check(&flipped, &quote.report.rtmr).unwrap_err().to_string();
-        assert!(err.contains("RTMR0"), "{err}");
+        assert!(
+            err.contains("RTMR0") && err.contains("RTMR3 differs too"),
+            "{err}"
+        );
     }
 }

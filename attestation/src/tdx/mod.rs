@@ -14,6 +14,10 @@
 //! (TEE_TCB_SVN\[1\]), the identity `TDX_<major>`'s first level with
 //! `isvsvn <= TEE_TCB_SVN[0]`. No matching level is [`TdxError::NoMatchingTcbLevel`].
 //!
+//! The TD event log, where evidence carries one (the binary CCEL), is checked apart from
+//! the quote by [`TdxPolicy::check_event_log`]: replayed ([`eventlog`]) to RTMR 0..=3, each
+//! of which must equal the quoted one, and searched for the events the policy pins.
+//!
 //! Beside verification: [`eventlog`] parses the binary CCEL event log and replays it to
 //! RTMRs; [`guest`] collects a quote inside a TD from `/dev/tdx_guest` and the host's
 //! Quote Generation Service ([`qgs`], over vsock), the fast alternative to configfs-tsm.
@@ -30,7 +34,7 @@ use ring::signature::ECDSA_P256_SHA256_FIXED;
 use time::OffsetDateTime;
 
 pub use collateral::Collateral;
-pub use policy::{TdxPolicy, Xfam};
+pub use policy::{PinnedEvent, RtmrIndex, TdxPolicy, Xfam};
 pub use quote::{Quote, TdReport};
 pub use tcb::TcbStatus;
 
@@ -125,6 +129,69 @@ pub enum TdxError {
     /// Another policy check failed.
     #[error("{0}")]
     Policy(String),
+    /// The TD event log (CCEL) does not parse.
+    #[error("event log: {0}")]
+    EventLog(eventlog::CcelError),
+    /// The TD event log is larger than the bundle allows.
+    #[error("event log of {size} bytes exceeds the limit of {limit}")]
+    EventLogTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit ([`crate::bundle::MAX_TDX_CCEL`]).
+        limit: usize,
+    },
+    /// The TD event log does not replay to the quoted RTMRs: an attack, or a broken host.
+    #[error(
+        "event log: replayed RTMR{rtmr} {replayed} is not the quoted {quoted}{}",
+        also_differ(.others)
+    )]
+    EventLogReplay {
+        /// The first RTMR (0..=3) that differs.
+        rtmr: usize,
+        /// Its replayed value, hex.
+        replayed: String,
+        /// Its quoted value, hex.
+        quoted: String,
+        /// The other RTMRs that differ.
+        others: Vec<usize>,
+    },
+    /// The policy requires the TD event log (or pins events) and the evidence has none.
+    #[error(
+        "policy.event-log: the policy requires the TD event log (CCEL){} and the evidence carries none",
+        pinned_note(*.pinned)
+    )]
+    EventLogRequired {
+        /// How many events the policy pins.
+        pinned: usize,
+    },
+    /// An event the policy pins is not in the (replayed) event log.
+    #[error(
+        "policy.events: no event{} extends RTMR{rtmr} with digest {digest} in the event log",
+        event_type.map(|t| format!(" of type {t:#010x}")).unwrap_or_default()
+    )]
+    EventMissing {
+        /// The pinned RTMR (0..=3).
+        rtmr: usize,
+        /// The pinned SHA-384 digest, hex.
+        digest: String,
+        /// The pinned event type, when the policy gives one.
+        event_type: Option<u32>,
+    },
+}
+
+fn also_differ(others: &[usize]) -> String {
+    others
+        .iter()
+        .map(|i| format!(" (RTMR{i} differs too)"))
+        .collect()
+}
+
+fn pinned_note(pinned: usize) -> String {
+    if pinned == 0 {
+        String::new()
+    } else {
+        format!(" to find its {pinned} pinned event(s)")
+    }
 }
 
 /// What a verified quote says.

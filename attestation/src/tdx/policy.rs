@@ -1,9 +1,11 @@
 //! What a TDX quote must show beyond verifying: accepted TCB statuses, refused
-//! advisories, TD attributes, and allowed measurement values.
+//! advisories, TD attributes, allowed measurement values, and what the TD event log
+//! (CCEL) must show when evidence carries one.
 
 use serde::{Deserialize, Serialize};
 
 use super::TdxError;
+use super::eventlog::{self, CcelRecord};
 use super::quote::TdReport;
 use super::tcb::TcbStatus;
 use crate::bytes::{Measurement, hex_newtype};
@@ -63,6 +65,70 @@ pub struct TdxPolicy {
     pub mr_owner_config: Vec<Measurement>,
     /// Allowed MRSEAM values (TDX module measurements).
     pub mr_seam: Vec<Measurement>,
+    /// Refuse evidence without the TD event log (CCEL). Whether required or not, a log
+    /// that evidence carries must replay to the quoted RTMR 0..=3.
+    pub require_event_log: bool,
+    /// Events that must be in the event log (`[[tdx.events]]`: `rtmr`, `digest`,
+    /// optionally `event_type`); pinning any makes the log required.
+    pub events: Vec<PinnedEvent>,
+}
+
+/// An RTMR index, 0..=3 (anything else is refused when the policy is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct RtmrIndex(u8);
+
+impl RtmrIndex {
+    /// The index, 0..=3.
+    #[must_use]
+    pub fn get(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl TryFrom<u8> for RtmrIndex {
+    type Error = String;
+    fn try_from(value: u8) -> Result<Self, String> {
+        if value <= 3 {
+            Ok(Self(value))
+        } else {
+            Err(format!("RTMR index {value} is not 0..=3"))
+        }
+    }
+}
+
+impl From<RtmrIndex> for u8 {
+    fn from(index: RtmrIndex) -> Self {
+        index.0
+    }
+}
+
+/// An event the TD event log must hold: one that extends `rtmr` with `digest` (and is of
+/// `event_type`, when given), so a policy can pin one boot component (a kernel, a boot
+/// loader, a command line) rather than a register's final value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedEvent {
+    /// The RTMR the event extends, 0..=3.
+    pub rtmr: RtmrIndex,
+    /// The event's SHA-384 digest (96 hex digits).
+    pub digest: Measurement,
+    /// The TCG event type (`EV_EFI_BOOT_SERVICES_APPLICATION` is `0x80000003`); any when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<u32>,
+}
+
+impl PinnedEvent {
+    /// Whether `record` is this event.
+    #[must_use]
+    pub fn matches(&self, record: &CcelRecord) -> bool {
+        record.rtmr() == Some(self.rtmr.get())
+            && record
+                .sha384
+                .is_some_and(|d| subtle::ConstantTimeEq::ct_eq(&d[..], &self.digest.0[..]).into())
+            && self.event_type.is_none_or(|t| t == record.event_type)
+    }
 }
 
 impl Default for TdxPolicy {
@@ -82,6 +148,8 @@ impl Default for TdxPolicy {
             mr_owner: Vec::new(),
             mr_owner_config: Vec::new(),
             mr_seam: Vec::new(),
+            require_event_log: false,
+            events: Vec::new(),
         }
     }
 }
@@ -231,4 +299,123 @@ impl TdxPolicy {
         }
         Ok(())
     }
+
+    /// The event log checks. Without a log: nothing, unless the policy requires one or
+    /// pins events (`policy.event-log` fails). With one: it parses (`event-log.parse`),
+    /// its replay gives each quoted RTMR (`event-log.rtmr0` … `event-log.rtmr3`: a log
+    /// that does not is an attack or a broken host, whatever the policy), and every pinned
+    /// event is in it (`policy.events`). Returns the log's records (the Spec ID event
+    /// left out), for display.
+    ///
+    /// `log` is untrusted: any bytes give a result or an error, never a panic. It needs no
+    /// binding of its own: the quote signs the RTMRs it must replay to.
+    ///
+    /// # Errors
+    /// [`TdxError::EventLogRequired`], [`TdxError::EventLog`] (it does not parse),
+    /// [`TdxError::EventLogReplay`] naming the first RTMR that differs, or
+    /// [`TdxError::EventMissing`] naming the first pinned event not found.
+    pub fn check_event_log(
+        &self,
+        report: &TdReport,
+        log: Option<&[u8]>,
+        checks: &mut Checks,
+    ) -> Result<Option<Vec<CcelRecord>>, TdxError> {
+        let required = self.require_event_log || !self.events.is_empty();
+        let Some(log) = log else {
+            if required {
+                let err = TdxError::EventLogRequired {
+                    pinned: self.events.len(),
+                };
+                checks.fail("policy.event-log", err.to_string());
+                return Err(err);
+            }
+            return Ok(None);
+        };
+        let records = match eventlog::parse_ccel_records(log) {
+            Ok(records) => records,
+            Err(e) => {
+                let err = TdxError::EventLog(e);
+                checks.fail("event-log.parse", err.to_string());
+                return Err(err);
+            }
+        };
+        let events: Vec<eventlog::Event> = records.iter().filter_map(CcelRecord::event).collect();
+        checks.pass(
+            "event-log.parse",
+            format!(
+                "CCEL of {} bytes: {} records, {} extend RTMRs",
+                log.len(),
+                records.len(),
+                events.len()
+            ),
+        );
+        let replayed = match eventlog::replay(&events) {
+            Ok(r) => r,
+            Err(err) => {
+                checks.fail("event-log.parse", err.to_string());
+                return Err(err);
+            }
+        };
+        if let Err(err) = eventlog::compare(&replayed, &report.rtmr) {
+            let failed = match &err {
+                TdxError::EventLogReplay { rtmr, .. } => *rtmr,
+                _ => 0,
+            };
+            for i in 0..failed {
+                checks.pass(
+                    format!("event-log.rtmr{i}"),
+                    replay_detail(&events, i, &replayed),
+                );
+            }
+            checks.fail(format!("event-log.rtmr{failed}"), err.to_string());
+            return Err(err);
+        }
+        for i in 0..replayed.len() {
+            checks.pass(
+                format!("event-log.rtmr{i}"),
+                replay_detail(&events, i, &replayed),
+            );
+        }
+        checks.pass(
+            "policy.event-log",
+            if self.require_event_log {
+                "the evidence carries the event log the policy requires"
+            } else if required {
+                "the evidence carries the event log the pinned events need"
+            } else {
+                "the evidence carries an event log (not required by the policy)"
+            },
+        );
+        if let Some(missing) = self
+            .events
+            .iter()
+            .find(|p| !records.iter().any(|r| p.matches(r)))
+        {
+            let err = TdxError::EventMissing {
+                rtmr: missing.rtmr.get(),
+                digest: missing.digest.to_string(),
+                event_type: missing.event_type,
+            };
+            checks.fail("policy.events", err.to_string());
+            return Err(err);
+        }
+        checks.pass(
+            "policy.events",
+            if self.events.is_empty() {
+                "no event pinned".to_owned()
+            } else {
+                format!("all {} pinned event(s) are in the log", self.events.len())
+            },
+        );
+        Ok(Some(records))
+    }
+}
+
+/// `N event(s) replay to the quoted <hex>` for RTMR `i`.
+fn replay_detail(events: &[eventlog::Event], i: usize, replayed: &[[u8; 48]; 4]) -> String {
+    let n = events.iter().filter(|e| e.rtmr == i).count();
+    format!(
+        "{n} event(s) replay to the quoted {}",
+        replayed.get(i).map(hex::encode).unwrap_or_default()
+    )
 }
