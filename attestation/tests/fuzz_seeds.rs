@@ -96,3 +96,13 @@ fn nvidia_report_seeds() {
 fn tdx_ccel_seeds() {
     replay("tdx_ccel", fuzz_checks::tdx_ccel);
 }
+
+#[test]
+fn snp_ext_report_seeds() {
+    replay("snp_ext_report", fuzz_checks::snp_ext_report);
+}
+
+#[test]
+fn tdx_qgs_response_seeds() {
+    replay("tdx_qgs_response", fuzz_checks::tdx_qgs_response);
+}

@@ -311,3 +311,46 @@ pub fn nvidia_report(data: &[u8]) -> bool {
     );
     true
 }
+
+/// Target `snp_ext_report`: what `/dev/sev-guest` returns for an extended report (the
+/// firmware's response and the host's certificate buffer, both untrusted), split at the
+/// offset the first two bytes give. Must return, never panic; what parses holds a report
+/// of exactly 1184 bytes and at most the table bound of certificates, each non-empty.
+pub fn snp_ext_report(data: &[u8]) -> bool {
+    use veil_attestation::snp::guest;
+    let Some((head, rest)) = data.split_first_chunk::<2>() else {
+        return false;
+    };
+    let cut = usize::from(u16::from_le_bytes(*head)).min(rest.len());
+    let (response, certs) = rest.split_at(cut);
+    let Ok(ext) = guest::parse_extended_report(response, certs) else {
+        return false;
+    };
+    assert_eq!(ext.report.len(), guest::REPORT_LEN, "report size");
+    assert!(
+        ext.certificates.len() <= veil_attestation::tsm::SNP_CERT_TABLE_MAX,
+        "certificate count bound"
+    );
+    assert!(
+        ext.certificates
+            .iter()
+            .all(|(_, der)| !der.is_empty() && der.len() <= certs.len()),
+        "certificates lie inside the buffer"
+    );
+    true
+}
+
+/// Target `tdx_qgs_response`: a Quote Generation Service reply (untrusted, from the
+/// host). Must return, never panic; a quote it yields lies inside the message.
+pub fn tdx_qgs_response(data: &[u8]) -> bool {
+    use veil_attestation::tdx::qgs;
+    let Ok(quote) = qgs::decode_get_quote_response(data) else {
+        return false;
+    };
+    assert!(!quote.is_empty(), "an accepted reply carries a quote");
+    assert!(
+        quote.len() + qgs::FIXED_LEN <= data.len(),
+        "quote inside the message"
+    );
+    true
+}
