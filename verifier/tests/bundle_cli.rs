@@ -9,6 +9,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+use common::Dir;
+
 use serde_json::Value;
 use time::OffsetDateTime;
 use veil_attestation::bundle::{Bundle, Evidence};
@@ -62,28 +65,6 @@ fn sim_bundle_measuring(manifest_file: &[u8], measurement: Measurement) -> Value
     )
     .unwrap();
     serde_json::from_str(&bundle.to_json().unwrap()).unwrap()
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("veil-verify-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn write(&self, name: &str, bytes: &[u8]) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path.display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn failed_check(run: &Run) -> String {

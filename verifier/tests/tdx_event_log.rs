@@ -7,32 +7,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+use common::Dir;
+
 use veil_attestation::tdx::eventlog;
 
 const TDX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/tdx");
 const AT: &str = "2026-03-01T00:00:00Z";
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("veil-verify-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn write(&self, name: &str, bytes: &[u8]) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path.display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The dstack sample's events as a binary CCEL.
 fn ccel() -> Vec<u8> {

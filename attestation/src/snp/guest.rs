@@ -146,18 +146,23 @@ pub fn extended_report(
     report_data: &[u8; 64],
     vmpl: u32,
 ) -> Result<ExtendedReport, SevGuestError> {
-    let file = std::fs::File::open(device).map_err(|source| {
-        if source.kind() == ErrorKind::NotFound {
-            SevGuestError::DeviceMissing {
-                path: device.to_path_buf(),
+    // Read and write, as the sev crate and go-sev-guest open it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+        .map_err(|source| {
+            if source.kind() == ErrorKind::NotFound {
+                SevGuestError::DeviceMissing {
+                    path: device.to_path_buf(),
+                }
+            } else {
+                SevGuestError::Open {
+                    path: device.to_path_buf(),
+                    source,
+                }
             }
-        } else {
-            SevGuestError::Open {
-                path: device.to_path_buf(),
-                source,
-            }
-        }
-    })?;
+        })?;
     let (response, certs) = request(&file, device, report_data, vmpl)?;
     parse_extended_report(&response, &certs)
 }

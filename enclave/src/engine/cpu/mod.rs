@@ -8,11 +8,12 @@
 //! output rows, the threads exchange their parts at a spinning barrier (five per layer),
 //! and the small operations (norms, RoPE, residuals) are simply repeated by every thread
 //! on its own copy of the activations. Attention is split by heads; each thread keeps
-//! the KV cache of the heads it serves, in f16 as llama.cpp does.
+//! the KV cache of the heads it serves: the f16 values llama.cpp's cache holds, stored
+//! widened to f32 so that a step reads them without converting.
 //!
 //! The arithmetic follows ggml's CPU backend closely (see [`quant`]) so that greedy
-//! decoding gives the same tokens as llama.cpp: 8-bit activation quantization, f16 KV
-//! cache, f16 query and attention weights in the attention products, RMSNorm sums in
+//! decoding gives the same tokens as llama.cpp: 8-bit activation quantization, KV cache
+//! values rounded to f16, f16 query and attention weights in the attention products, RMSNorm sums in
 //! f64, and ggml's RoPE angles.
 
 pub mod ggml;
@@ -21,9 +22,7 @@ pub mod team;
 
 use std::io::{Read, Seek};
 
-use half::f16;
-
-use self::quant::{Act, Q8Block, QMatrix, Simd, WeightType, quantize_q8};
+use self::quant::{Act, Q8Block, QMatrix, Simd, WeightType, quantize_q8, round_f16};
 use self::team::{Exchange, PoisonOnPanic, Poisoned, share};
 use super::EngineError;
 use super::gguf::GgufFile;
@@ -364,10 +363,6 @@ fn rope(x: &mut [f32], table: &[(f32, f32)]) {
         pair[0] = x0.mul_add(c, -(x1 * s));
         pair[1] = x0.mul_add(s, x1 * c);
     }
-}
-
-fn round_f16(x: f32) -> f32 {
-    f16::from_f32(x).to_f32()
 }
 
 /// Quantizes `m` rows of `x` (each `cols` long) when `wants_q8`, and returns the

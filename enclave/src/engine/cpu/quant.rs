@@ -41,7 +41,8 @@ impl Default for Q8Block {
     }
 }
 
-fn round_f16(x: f32) -> f32 {
+/// `x` rounded to the nearest f16 value (as f32).
+pub fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
