@@ -2,8 +2,8 @@
 //! (client seals a request, enclave opens it, enclave seals a response, client opens
 //! it), through the copying and the owned-buffer entry points, the request direction
 //! split into seal and open, and the same work done with raw `ring` AEAD as the
-//! yardstick, with the X25519 floor (`ring`, and `curve25519-dalek` as the channel uses
-//! it).
+//! yardstick, with the X25519 floor (`ring`; AWS-LC and `curve25519-dalek` as the
+//! channel uses them; `curve25519-dalek` alone, as the channel used it before).
 //!
 //! Run with `cargo bench -p veil-attestation --bench channel`; see `BENCHMARKS.md`.
 //!
@@ -269,11 +269,11 @@ fn x25519_floor(c: &mut Criterion) {
     g.finish();
 }
 
-/// The same floor with what the channel does (the vendored `ohttp` on
-/// `curve25519-dalek`): the client's ephemeral public key (fixed-base, precomputed
-/// tables) and its DH with the enclave's key (fixed-base too: the client's `Target`
-/// keeps a table of multiples of that key), mapped back with one shared inversion; the
-/// enclave's DH (variable-base, through the Edwards form).
+/// The same floor the way the channel did it before it used AWS-LC (the vendored
+/// `ohttp` on `curve25519-dalek` alone): the client's ephemeral public key (fixed-base,
+/// precomputed tables) and its DH with the enclave's key (fixed-base too: the client's
+/// `Target` keeps a table of multiples of that key), mapped back with one shared
+/// inversion; the enclave's DH (variable-base, through the Edwards form).
 fn x25519_floor_dalek(c: &mut Criterion) {
     use curve25519_dalek::edwards::EdwardsBasepointTable;
     use curve25519_dalek::traits::BasepointTable;
@@ -317,6 +317,55 @@ fn x25519_floor_dalek(c: &mut Criterion) {
     g.finish();
 }
 
+/// The floor the way the channel does it now (`attestation/vendor/ohttp/src/rh/x25519.rs`):
+/// the client's ephemeral key pair from AWS-LC, its DH through the table of multiples of
+/// the enclave's key (`curve25519-dalek`, one inversion); the enclave's DH with AWS-LC.
+fn x25519_floor_aws_lc(c: &mut Criterion) {
+    use aws_lc_rs::agreement::{self as lc, PrivateKey, X25519 as LC_X25519};
+    use curve25519_dalek::EdwardsPoint;
+    use curve25519_dalek::edwards::EdwardsBasepointTable;
+    use curve25519_dalek::traits::BasepointTable;
+    let rng = ring::rand::SystemRandom::new();
+    let random = || {
+        let mut k = [0u8; 32];
+        ring::rand::SecureRandom::fill(&rng, &mut k).unwrap();
+        k
+    };
+    let sk_r = random();
+    let server = PrivateKey::from_private_key(&LC_X25519, &sk_r).unwrap();
+    let table = EdwardsBasepointTable::create(&EdwardsPoint::mul_base_clamped(sk_r));
+    let decap = |enc: &[u8]| {
+        lc::agree(
+            &server,
+            lc::UnparsedPublicKey::new(&LC_X25519, enc),
+            (),
+            |k| Ok(k[0]),
+        )
+        .unwrap()
+    };
+    let mut g = c.benchmark_group("aws_lc_x25519_dhkem");
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g.bench_function("encap+decap", |b| {
+        b.iter(|| {
+            let sk_e = random();
+            let eph = PrivateKey::from_private_key(&LC_X25519, &sk_e).unwrap();
+            let enc = eph.compute_public_key().unwrap();
+            let client = table.mul_base_clamped(sk_e).to_montgomery().to_bytes();
+            black_box((client, decap(enc.as_ref())))
+        });
+    });
+    g.bench_function("decap", |b| {
+        let enc = PrivateKey::from_private_key(&LC_X25519, &random())
+            .unwrap()
+            .compute_public_key()
+            .unwrap();
+        b.iter(|| black_box(decap(black_box(enc.as_ref()))));
+    });
+    g.finish();
+}
+
 /// The one-time cost of a `Target` (parsing the configuration, and for X25519 the
 /// table of multiples of the enclave's key that makes each request's DH cheaper).
 fn target_setup(c: &mut Criterion) {
@@ -339,6 +388,7 @@ criterion_group!(
     channel,
     x25519_floor,
     x25519_floor_dalek,
+    x25519_floor_aws_lc,
     target_setup
 );
 criterion_main!(benches);

@@ -464,7 +464,7 @@ impl Deref for HpkeR {
 }
 
 /// An X25519 key pair from `hpke`'s key types (derivation), as ours.
-fn x25519_from_hpke(sk: &<X25519HkdfSha256 as KemTrait>::PrivateKey) -> x25519::KeyPair {
+fn x25519_from_hpke(sk: &<X25519HkdfSha256 as KemTrait>::PrivateKey) -> Res<x25519::KeyPair> {
     let mut bytes = sk.to_bytes();
     let mut secret = Zeroizing::new([0; x25519::LEN]);
     secret.copy_from_slice(bytes.as_slice());
@@ -505,7 +505,7 @@ pub fn import_key_pair(kem: Kem, sk: &[u8]) -> Res<(PrivateKey, PublicKey)> {
     let (sk, pk) = match kem {
         Kem::X25519Sha256 => {
             let sk = <X25519HkdfSha256 as KemTrait>::PrivateKey::from_bytes(sk)?;
-            let kp = x25519_from_hpke(&sk);
+            let kp = x25519_from_hpke(&sk)?;
             let pk = *kp.public();
             (
                 PrivateKey::X25519(kp),
@@ -531,7 +531,7 @@ pub fn derive_key_pair(kem: Kem, ikm: &[u8]) -> Res<(PrivateKey, PublicKey)> {
     let (sk, pk) = match kem {
         Kem::X25519Sha256 => {
             let (sk, _) = X25519HkdfSha256::derive_keypair(ikm);
-            let kp = x25519_from_hpke(&sk);
+            let kp = x25519_from_hpke(&sk)?;
             let pk = *kp.public();
             (
                 PrivateKey::X25519(kp),
@@ -641,8 +641,8 @@ mod test {
             .try_into()
             .unwrap();
         let info = h("4f6465206f6e2061204772656369616e2055726e");
-        let eph = x25519::KeyPair::from_secret(Zeroizing::new(sk_e));
-        let rcp = x25519::KeyPair::from_secret(Zeroizing::new(sk_r));
+        let eph = x25519::KeyPair::from_secret(Zeroizing::new(sk_e)).unwrap();
+        let rcp = x25519::KeyPair::from_secret(Zeroizing::new(sk_r)).unwrap();
         assert_eq!(
             eph.public().to_vec(),
             h("37fda3567bdbd628e88668c3c8d7e97d1d1253b6d4ea6d44c150f741f1bf4431")

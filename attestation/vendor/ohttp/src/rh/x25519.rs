@@ -1,34 +1,33 @@
-//! veil patch: X25519 (RFC 7748) for DHKEM(X25519, HKDF-SHA256), on
-//! `curve25519-dalek`.
+//! veil patch: X25519 (RFC 7748) for DHKEM(X25519, HKDF-SHA256).
 //!
-//! Two things make it faster than going through `hpke`/`x25519-dalek`:
+//! Three things make it faster than going through `hpke`/`x25519-dalek`:
 //!
+//! - The scalar multiplications that involve a secret and a point that is not fixed
+//!   (the recipient's DH, a sender's DH without a table) and the key generations run
+//!   on AWS-LC (`aws-lc-rs`), whose X25519 on x86-64 is s2n-bignum's formally
+//!   verified, constant-time code using BMI2/ADX: on the machine in veil's
+//!   `BENCHMARKS.md` a DH takes about 60 % of the time of `curve25519-dalek`'s
+//!   fastest variable-base path (its AVX2 Edwards multiplication), and making a
+//!   key pair about 40 %.
 //! - The recipient's public key is computed once, when the key is made, and kept
 //!   beside the private key (`hpke`'s `decap` recomputes it for every message), and
 //!   the sender's ephemeral public key is computed once (`hpke`'s `encap` computes it
-//!   twice), with the precomputed base-point tables.
-//! - The variable-base multiplication goes through the Edwards form: `u` is mapped to
-//!   an Edwards point (one square root), multiplied with `curve25519-dalek`'s
-//!   constant-time variable-base multiplication (its AVX2 backend on x86-64), and
-//!   mapped back (one inversion). On x86-64 with AVX2 this takes about two thirds of
-//!   the time of the Montgomery ladder. The result is the same function: the `u`
-//!   coordinate of `[clamp(k)]P` does not depend on which of `P`, `-P` the map
-//!   picks, and the Edwards addition law is complete. A `u` that is not on the curve
-//!   (it is on the twist; whether it is is a property of the public input, not of the
-//!   secret) goes through the ladder, which is defined there too. The tests compare
-//!   both paths on random, low-order, twist and non-canonical inputs, and against the
-//!   RFC 7748 vectors.
+//!   twice).
 //! - A sender that seals many messages to one recipient key can precompute a table of
-//!   multiples of that key ([`PublicKey::precompute`], ~30 KiB, shared by clones), so
-//!   that its DH is a fixed-base multiplication, like the one that makes its ephemeral
-//!   public key (about three times faster than a variable-base one). The two results
-//!   are mapped back to Montgomery form with one shared inversion.
+//!   multiples of that key ([`PublicKey::precompute`], ~30 KiB, shared by clones,
+//!   `curve25519-dalek`), so that its DH is a fixed-base multiplication (faster than
+//!   a variable-base one); the result is mapped back to Montgomery form with one
+//!   inversion. The tests compare it with X25519 on random keys.
+//!
+//! AWS-LC refuses the all-zero DH output itself; the check here is kept anyway
+//! (RFC 9180 §7.1.4), in constant time, on both sides and on both paths.
 
 use std::sync::Arc;
 
+use aws_lc_rs::agreement::{self, UnparsedPublicKey, X25519};
 use curve25519_dalek::edwards::EdwardsBasepointTable;
 use curve25519_dalek::traits::BasepointTable;
-use curve25519_dalek::{EdwardsPoint, MontgomeryPoint};
+use curve25519_dalek::MontgomeryPoint;
 use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -43,22 +42,29 @@ pub const LEN: usize = 32;
 pub struct KeyPair {
     sk: Zeroizing<[u8; LEN]>,
     pk: [u8; LEN],
+    /// The same private key in AWS-LC's form (freed, and cleansed, by AWS-LC on drop).
+    key: Arc<agreement::PrivateKey>,
 }
 
 impl KeyPair {
     /// From a private key (any 32 bytes; clamped when used, as RFC 7748 says).
-    pub fn from_secret(sk: Zeroizing<[u8; LEN]>) -> Self {
-        let pk = EdwardsPoint::mul_base_clamped(*sk)
-            .to_montgomery()
-            .to_bytes();
-        Self { sk, pk }
+    pub fn from_secret(sk: Zeroizing<[u8; LEN]>) -> Res<Self> {
+        let key = agreement::PrivateKey::from_private_key(&X25519, &sk[..])
+            .map_err(|_| Error::Internal)?;
+        let public = key.compute_public_key().map_err(|_| Error::Internal)?;
+        let pk = <[u8; LEN]>::try_from(public.as_ref()).map_err(|_| Error::Internal)?;
+        Ok(Self {
+            sk,
+            pk,
+            key: Arc::new(key),
+        })
     }
 
     /// A fresh random key pair.
     pub fn generate() -> Res<Self> {
         let mut sk = Zeroizing::new([0u8; LEN]);
         SystemRandom::new().fill(&mut sk[..])?;
-        Ok(Self::from_secret(sk))
+        Self::from_secret(sk)
     }
 
     pub fn public(&self) -> &[u8; LEN] {
@@ -71,12 +77,28 @@ impl KeyPair {
 
     /// X25519(sk, peer), refusing the all-zero output (RFC 9180 §7.1.4).
     pub fn dh(&self, peer: &[u8; LEN]) -> Res<Zeroizing<[u8; LEN]>> {
-        let out = Zeroizing::new(x25519(&self.sk, peer));
-        if bool::from(out.ct_eq(&[0u8; LEN])) {
-            return Err(Error::Hpke(::hpke::HpkeError::ValidationError));
-        }
-        Ok(out)
+        let out = agreement::agree(
+            &self.key,
+            UnparsedPublicKey::new(&X25519, peer),
+            Error::Hpke(::hpke::HpkeError::ValidationError),
+            |shared| {
+                let mut out = Zeroizing::new([0u8; LEN]);
+                if shared.len() != LEN {
+                    return Err(Error::Internal);
+                }
+                out.copy_from_slice(shared);
+                Ok(out)
+            },
+        )?;
+        refuse_zero(out)
     }
+}
+
+fn refuse_zero(out: Zeroizing<[u8; LEN]>) -> Res<Zeroizing<[u8; LEN]>> {
+    if bool::from(out.ct_eq(&[0u8; LEN])) {
+        return Err(Error::Hpke(::hpke::HpkeError::ValidationError));
+    }
+    Ok(out)
 }
 
 /// A recipient's public key, with an optional table of its multiples.
@@ -109,34 +131,23 @@ impl PublicKey {
 /// The sender's half of DHKEM(X25519): a fresh ephemeral key, its public key (`enc`),
 /// and X25519(ephemeral, `pk_r`), refusing the all-zero output.
 pub fn ephemeral_dh(pk_r: &PublicKey) -> Res<([u8; LEN], Zeroizing<[u8; LEN]>)> {
-    let mut sk = Zeroizing::new([0u8; LEN]);
-    SystemRandom::new().fill(&mut sk[..])?;
-    let pk_e = EdwardsPoint::mul_base_clamped(*sk);
-    let (enc, dh) = match &pk_r.table {
-        Some(table) => {
-            let shared = table.mul_base_clamped(*sk);
-            match EdwardsPoint::to_montgomery_batch(&[pk_e, shared])[..] {
-                [enc, dh] => (enc.to_bytes(), Zeroizing::new(dh.to_bytes())),
-                _ => return Err(Error::Internal),
-            }
-        }
-        None => (
-            pk_e.to_montgomery().to_bytes(),
-            Zeroizing::new(x25519(&sk, &pk_r.bytes)),
-        ),
+    let eph = KeyPair::generate()?;
+    let dh = match &pk_r.table {
+        Some(table) => refuse_zero(Zeroizing::new(
+            table.mul_base_clamped(*eph.sk).to_montgomery().to_bytes(),
+        ))?,
+        None => eph.dh(&pk_r.bytes)?,
     };
-    if bool::from(dh.ct_eq(&[0u8; LEN])) {
-        return Err(Error::Hpke(::hpke::HpkeError::ValidationError));
-    }
-    Ok((enc, dh))
+    Ok((eph.pk, dh))
 }
 
-/// The X25519 function of RFC 7748 §5.
-pub fn x25519(k: &[u8; LEN], u: &[u8; LEN]) -> [u8; LEN] {
-    let point = MontgomeryPoint(*u);
-    match point.to_edwards(0) {
-        Some(ed) => ed.mul_clamped(*k).to_montgomery().to_bytes(),
-        None => point.mul_clamped(*k).to_bytes(),
+/// The X25519 function of RFC 7748 §5, for the tests (through AWS-LC, like
+/// [`KeyPair::dh`], but returning the all-zero output instead of refusing it).
+#[cfg(test)]
+fn x25519(k: &[u8; LEN], u: &[u8; LEN]) -> [u8; LEN] {
+    match KeyPair::from_secret(Zeroizing::new(*k)).and_then(|kp| kp.dh(u)) {
+        Ok(out) => *out,
+        Err(_) => [0u8; LEN],
     }
 }
 
@@ -198,10 +209,12 @@ mod test {
     fn rfc7748_dh() {
         let a = KeyPair::from_secret(Zeroizing::new(h(
             "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
-        )));
+        )))
+        .unwrap();
         let b = KeyPair::from_secret(Zeroizing::new(h(
             "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
-        )));
+        )))
+        .unwrap();
         assert_eq!(
             a.public(),
             &h("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
@@ -215,9 +228,10 @@ mod test {
         assert_eq!(*b.dh(a.public()).unwrap(), shared);
     }
 
-    /// The Edwards path and the ladder agree on every kind of input.
+    /// AWS-LC's X25519 and `curve25519-dalek`'s ladder agree on every kind of input
+    /// (where the output is all zero, AWS-LC refuses it and `x25519` returns zero).
     #[test]
-    fn edwards_path_matches_ladder() {
+    fn aws_lc_matches_ladder() {
         use ring::rand::{SecureRandom, SystemRandom};
         let rng = SystemRandom::new();
         let mut inputs: Vec<[u8; LEN]> = Vec::new();
@@ -260,7 +274,7 @@ mod test {
                 assert_eq!(x25519(&k, u), x25519_ladder(&k, u), "u={}", hex::encode(u));
             }
         }
-        // About half of all u are on the twist; both paths were exercised.
+        // About half of all u are on the twist: inputs of both kinds were compared.
         assert!(twist > 100 && twist < inputs.len() - 100, "{twist}");
     }
 
