@@ -725,23 +725,30 @@ fn packed_bert_encoder_matches_candles_padded_bert_model() {
         .unwrap();
     let ours = BertEncoder::load(&vb, &config).unwrap();
     let theirs = BertModel::load(vb, &config).unwrap();
-    // Three inputs of different lengths: candle pads them to 7 and masks the padding;
-    // the packed form has no padding at all.
-    let seqs: [&[u32]; 3] = [
+    // Four inputs of different lengths: candle pads them to the longest and masks the
+    // padding; the packed form has no padding at all. The long one makes the batch big
+    // enough for the CPU path to split its row passes between threads.
+    let long: Vec<u32> = std::iter::once(101)
+        .chain(2000..2060)
+        .chain(std::iter::once(102))
+        .collect();
+    let seqs: [&[u32]; 4] = [
         &[101, 7592, 2088, 102],
         &[101, 1996, 4937, 2938, 2006, 1996, 102],
         &[101, 102],
+        &long,
     ];
+    let width = seqs.iter().map(|s| s.len()).max().unwrap();
     let mut ids = Vec::new();
     let mut mask = Vec::new();
     for s in seqs {
         ids.extend_from_slice(s);
-        ids.extend(std::iter::repeat_n(0u32, 7 - s.len()));
+        ids.extend(std::iter::repeat_n(0u32, width - s.len()));
         mask.extend(std::iter::repeat_n(1u32, s.len()));
-        mask.extend(std::iter::repeat_n(0u32, 7 - s.len()));
+        mask.extend(std::iter::repeat_n(0u32, width - s.len()));
     }
-    let ids = Tensor::from_vec(ids, (3, 7), &Device::Cpu).unwrap();
-    let mask = Tensor::from_vec(mask, (3, 7), &Device::Cpu).unwrap();
+    let ids = Tensor::from_vec(ids, (seqs.len(), width), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(mask, (seqs.len(), width), &Device::Cpu).unwrap();
     let padded = theirs
         .forward(&ids, &ids.zeros_like().unwrap(), Some(&mask))
         .unwrap()
@@ -752,7 +759,7 @@ fn packed_bert_encoder_matches_candles_padded_bert_model() {
         .unwrap()
         .to_vec2::<f32>()
         .unwrap();
-    assert_eq!(packed.len(), 4 + 7 + 2);
+    assert_eq!(packed.len(), 4 + 7 + 2 + long.len());
     let mut row = 0;
     let mut worst = 0f32;
     for (s, padded) in seqs.iter().zip(&padded) {
