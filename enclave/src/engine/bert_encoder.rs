@@ -188,6 +188,7 @@ fn sum8(x: &[f32]) -> f32 {
 /// that `r` is exact enough), `|r| ≤ ln 2 / 2`, and `e^r` from its Taylor series to
 /// degree 7 (truncation error below 1e-8). Inputs are clamped to `[-87.3, 88]`, where
 /// `2^n` is a normal f32.
+#[inline]
 fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4; // 0x3f318000: ln 2 rounded to 9 significant bits
     const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
@@ -207,6 +208,7 @@ fn exp_f32(x: f32) -> f32 {
 
 /// `erf(x)` by Abramowitz and Stegun 7.1.26 (absolute error at most 1.5e-7, about 6e-7
 /// once evaluated in f32), branch-free.
+#[inline]
 fn erf_f32(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
@@ -217,7 +219,20 @@ fn erf_f32(x: f32) -> f32 {
     y.copysign(x)
 }
 
+/// `v ← act(v + bias)` over rows of `bias.len()` values, split between the threads.
+fn bias_act(data: &mut [f32], bias: &[f32], act: impl Fn(f32) -> f32 + Sync) {
+    let width = bias.len();
+    for_rows(data, width, |_, rows| {
+        for row in rows.chunks_exact_mut(width) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v = act(*v + b);
+            }
+        }
+    });
+}
+
 /// GELU with the exact (erf) form, as `HiddenAct::Gelu` asks.
+#[inline]
 fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
 }
@@ -362,11 +377,6 @@ impl BertEncoder {
         let h = self.hidden;
         let total = x.len() / h.max(1);
         let mut ctx = vec![0f32; total * h];
-        let act: fn(f32) -> f32 = match self.act {
-            HiddenAct::Gelu => gelu_erf,
-            HiddenAct::GeluApproximate => gelu_tanh,
-            HiddenAct::Relu => |v: f32| v.max(0.0),
-        };
         for layer in &self.layers {
             let mut qkv = layer.qkv.product(&x, total, dev)?;
             for_rows(&mut qkv, 3 * h, |_, rows| {
@@ -391,14 +401,14 @@ impl BertEncoder {
             x = attn;
 
             let mut inter = layer.inter.product(&x, total, dev)?;
-            let width = layer.inter.b_vec.len();
-            for_rows(&mut inter, width, |_, rows| {
-                for row in rows.chunks_exact_mut(width) {
-                    for (v, b) in row.iter_mut().zip(&layer.inter.b_vec) {
-                        *v = act(*v + b);
-                    }
+            // One monomorphic loop per activation, so that it inlines and vectorizes.
+            match self.act {
+                HiddenAct::Gelu => bias_act(&mut inter, &layer.inter.b_vec, gelu_erf),
+                HiddenAct::GeluApproximate => {
+                    bias_act(&mut inter, &layer.inter.b_vec, gelu_tanh);
                 }
-            });
+                HiddenAct::Relu => bias_act(&mut inter, &layer.inter.b_vec, |v| v.max(0.0)),
+            }
             let mut out = layer.out.product(&inter, total, dev)?;
             zeroize::Zeroize::zeroize(&mut inter);
             for_rows(&mut out, h, |first, rows| {
