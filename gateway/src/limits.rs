@@ -2,7 +2,7 @@
 //! (reserved at admission from the declared maximum, settled from the receipt) and
 //! concurrent requests in flight. Free of HTTP; the clock is a parameter where it matters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -98,6 +98,20 @@ impl TokenBucket {
     }
 }
 
+/// Settlements queued for a key (each holds its request's [`Admission`]), and a lock held
+/// while they run, so that whoever drains the queue returns only once none is running.
+#[derive(Default)]
+struct Deferred {
+    queue: Mutex<VecDeque<Box<dyn FnOnce() + Send>>>,
+    running: Mutex<()>,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
+}
+
 /// The live limiters of one key.
 #[derive(Debug)]
 pub struct KeyLimiter {
@@ -105,6 +119,31 @@ pub struct KeyLimiter {
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<TokenBucket>,
     streams: Arc<Semaphore>,
+    deferred: Deferred,
+}
+
+impl KeyLimiter {
+    /// Runs the settlements queued by [`Admission::settle_later`], oldest first, each once
+    /// (whoever calls this first runs it); returns once none is queued or running.
+    pub fn run_deferred(&self) {
+        let _running = self
+            .deferred
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            let next = self
+                .deferred
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop_front();
+            let Some(f) = next else {
+                return;
+            };
+            f();
+        }
+    }
 }
 
 /// What an admitted request holds until it ends.
@@ -121,6 +160,21 @@ impl Admission {
         if let Some(t) = &self.limiter.tokens {
             t.settle(self.reserved, used, Instant::now());
         }
+    }
+
+    /// Queues `f`, which receives this admission (so the request keeps its slot until `f`
+    /// is done), to run from [`KeyLimiter::run_deferred`] on the returned limiter, or
+    /// before the key's next admission, whichever comes first: a request admitted after
+    /// this one was queued always finds it settled.
+    pub fn settle_later(self, f: impl FnOnce(Self) + Send + 'static) -> Arc<KeyLimiter> {
+        let limiter = Arc::clone(&self.limiter);
+        limiter
+            .deferred
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(Box::new(move || f(self)));
+        limiter
     }
 }
 
@@ -164,6 +218,8 @@ impl Limits {
     /// then requests per minute, then tokens, so a refused request consumes nothing.
     pub fn admit(&self, key: &KeyRecord, max_tokens: u64) -> Result<Admission, Refusal> {
         let limiter = self.limiter(key);
+        // Settlements of requests that have ended come first.
+        limiter.run_deferred();
         let permit = Arc::clone(&limiter.streams)
             .try_acquire_owned()
             .map_err(|_| Refusal::Concurrency)?;
@@ -196,6 +252,7 @@ fn build(config: (Option<u32>, Option<u32>, u32)) -> KeyLimiter {
             .map(|n| RateLimiter::direct(Quota::per_minute(n))),
         tokens: tpm.map(|n| TokenBucket::new(n, Instant::now())),
         streams: Arc::new(Semaphore::new(streams as usize)),
+        deferred: Deferred::default(),
     }
 }
 
@@ -264,6 +321,27 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         assert!((b.available(later) - 70.0).abs() < 1e-6);
         assert!(b.reserve(101, later).is_err());
+    }
+
+    #[test]
+    fn deferred_settlements_run_before_the_next_admission() {
+        let limits = Limits::new(1);
+        let k = key(None, Some(100), None);
+        let a = limits.admit(&k, 100).unwrap();
+        let ran = Arc::new(Mutex::new(0));
+        let r2 = Arc::clone(&ran);
+        let limiter = a.settle_later(move |a| {
+            a.settle(10);
+            *r2.lock().unwrap() += 1;
+        });
+        // Not yet run: the next admission runs it (slot released, 90 tokens back) first.
+        assert_eq!(*ran.lock().unwrap(), 0);
+        let b = limits.admit(&k, 90).unwrap();
+        assert_eq!(*ran.lock().unwrap(), 1);
+        // Run once only.
+        limiter.run_deferred();
+        assert_eq!(*ran.lock().unwrap(), 1);
+        drop(b);
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub in_flight: AtomicU64,
     /// Receipts waiting for the database.
     pub ledger_backlog: AtomicU64,
+    /// Forwarded requests whose metering has not finished: the receipt verified and the
+    /// limits settled (after the response's last byte), the ledger row written or kept.
+    pub unsettled: AtomicU64,
 }
 
 fn escape(v: &str) -> String {
@@ -86,6 +89,11 @@ impl Metrics {
             out,
             "# TYPE veil_gateway_ledger_backlog gauge\nveil_gateway_ledger_backlog {}",
             self.ledger_backlog.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE veil_gateway_unsettled gauge\nveil_gateway_unsettled {}",
+            self.unsettled.load(Ordering::SeqCst)
         );
         if let Ok(c) = self.counters.lock() {
             let mut last = "";

@@ -194,7 +194,15 @@ fn outer_meta(h: &HeaderMap) -> Result<Meta, ApiError> {
     })
 }
 
-/// Everything needed to meter one request once its receipt arrives, and to log it.
+/// Everything needed to meter one request once its response has ended, and to log it.
+///
+/// The receipt (a response header, or a trailer when streaming) is only kept as it passes;
+/// verifying it, settling the token reservation, the metrics, the log line and the ledger
+/// write happen in [`Meter::settle`], after the last frame has been handed on, so that none
+/// of them delays the response. The request's admission (its concurrency slot) is held until
+/// the receipt is settled, and the key's next admission settles it first if it has not run
+/// yet. `veil_gateway_unsettled` counts forwarded requests whose metering has not finished
+/// (ledger write included): it reads 0 once every answered request is metered.
 struct Meter {
     state: Arc<AppState>,
     request_id: String,
@@ -203,10 +211,13 @@ struct Meter {
     backend: Arc<Live>,
     key_id: KeyId,
     seen: Arc<std::sync::Mutex<Seen>>,
-    admission: Admission,
+    /// Held (with the request's slot and token reservation) until the settlement.
+    admission: Option<Admission>,
     started: Instant,
     status: u16,
-    receipt_seen: bool,
+    /// `None` until the receipt field (header or trailers) is seen; then its value, `None`
+    /// when it is absent from the trailers or not visible ASCII.
+    receipt: Option<Option<String>>,
 }
 
 impl Meter {
@@ -223,35 +234,34 @@ impl Meter {
         );
     }
 
-    /// Verifies the receipt under the backend's attested key and records it.
-    fn receipt(&mut self, compact: Option<&str>) {
-        if self.receipt_seen {
-            return;
-        }
-        self.receipt_seen = true;
+    /// Verifies the receipt under the backend's attested key and settles the token
+    /// reservation with it; the row to record, or `None` (a backend fault, counted).
+    fn verify(&self, compact: Option<&str>) -> Option<UsageRow> {
         let Some(compact) = compact else {
             self.fault("missing_receipt");
-            return;
+            return None;
         };
         let Ok(signed) = SignedReceipt::parse_compact(compact) else {
             self.fault("malformed_receipt");
-            return;
+            return None;
         };
         let Ok(r) = signed.verify(self.backend.identity.receipt_public_key()) else {
             self.fault("receipt_signature");
-            return;
+            return None;
         };
         let digest: Option<Sha256Digest> = self.seen.lock().ok().and_then(|s| s.digest);
         if digest.is_none_or(|d| !d.ct_eq(&r.request_digest)) {
             self.fault("receipt_request_digest");
-            return;
+            return None;
         }
         if !r.key_id.ct_eq(&self.key_id) {
             self.fault("receipt_key_id");
-            return;
+            return None;
         }
         let used = r.prompt_tokens.saturating_add(r.completion_tokens);
-        self.admission.settle(used);
+        if let Some(a) = &self.admission {
+            a.settle(used);
+        }
         let m = &self.state.metrics;
         m.add(
             "veil_gateway_tokens_total",
@@ -267,7 +277,7 @@ impl Meter {
             ],
             r.completion_tokens,
         );
-        let row = UsageRow {
+        Some(UsageRow {
             request_digest: r.request_digest.to_string(),
             key_name: self.key.clone(),
             model: r.model.clone(),
@@ -278,42 +288,27 @@ impl Meter {
             status: i64::from(r.status),
             started_at_ms: i64::try_from(r.started_at_ms).unwrap_or(i64::MAX),
             finished_at_ms: i64::try_from(r.finished_at_ms).unwrap_or(i64::MAX),
-        };
-        let state = Arc::clone(&self.state);
-        let request_id = self.request_id.clone();
-        state.ledger_pending.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            match state.store.record(&row).await {
-                Ok(true) => state
-                    .metrics
-                    .inc("veil_gateway_receipts_recorded_total", &[]),
-                Ok(false) => state
-                    .metrics
-                    .inc("veil_gateway_receipts_duplicate_total", &[]),
-                Err(e) => {
-                    state.metrics.inc("veil_gateway_ledger_errors_total", &[]);
-                    tracing::error!(request_id = %request_id, error = %e, "ledger write failed; the receipt is kept and written again");
-                    state.defer_receipt(row);
-                }
+        })
+    }
+
+    /// Everything but the ledger write: the receipt verified and settled (or counted as a
+    /// fault), the metrics and the log line; then the admission is released. Returns the
+    /// state and the row to record.
+    fn settle_now(
+        mut self,
+        complete: bool,
+        bytes: u64,
+        elapsed: std::time::Duration,
+    ) -> (Arc<AppState>, String, Option<UsageRow>) {
+        let row = match &self.receipt {
+            Some(compact) => self.verify(compact.as_deref()),
+            None if complete && self.status < 400 => {
+                self.fault("missing_receipt");
+                None
             }
-            state.ledger_pending.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-}
-
-impl ResponseWatcher for Meter {
-    fn trailers(&mut self, trailers: &http::HeaderMap) {
-        let compact = trailers.get(RECEIPT_FIELD).and_then(|v| v.to_str().ok());
-        self.receipt(compact);
-    }
-
-    fn finished(&mut self, complete: bool, bytes: u64) {
-        if complete && !self.receipt_seen && self.status < 400 {
-            self.receipt(None);
-        }
-        let elapsed = self.started.elapsed();
+            None => None,
+        };
         self.state.metrics.observe(elapsed);
-        self.state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         let request_bytes = self.seen.lock().map(|s| s.bytes).unwrap_or(0);
         tracing::info!(
             request_id = %self.request_id,
@@ -327,6 +322,73 @@ impl ResponseWatcher for Meter {
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             "request"
         );
+        // The concurrency slot is released only now, with the tokens settled.
+        drop(self.admission.take());
+        (self.state, self.request_id, row)
+    }
+
+    /// Settles the request and starts its ledger write.
+    fn settle(self, complete: bool, bytes: u64, elapsed: std::time::Duration) {
+        let (state, request_id, row) = self.settle_now(complete, bytes, elapsed);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // Outside a runtime (never in the server): the backlog writer takes the row.
+            if let Some(row) = row {
+                state.defer_receipt(row);
+            }
+            state.metrics.unsettled.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
+        rt.spawn(async move {
+            if let Some(row) = row {
+                state.ledger_pending.fetch_add(1, Ordering::SeqCst);
+                match state.store.record(&row).await {
+                    Ok(true) => state
+                        .metrics
+                        .inc("veil_gateway_receipts_recorded_total", &[]),
+                    Ok(false) => state
+                        .metrics
+                        .inc("veil_gateway_receipts_duplicate_total", &[]),
+                    Err(e) => {
+                        state.metrics.inc("veil_gateway_ledger_errors_total", &[]);
+                        tracing::error!(request_id = %request_id, error = %e, "ledger write failed; the receipt is kept and written again");
+                        state.defer_receipt(row);
+                    }
+                }
+                state.ledger_pending.fetch_sub(1, Ordering::SeqCst);
+            }
+            state.metrics.unsettled.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+impl ResponseWatcher for Meter {
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if self.receipt.is_none() {
+            let compact = trailers.get(RECEIPT_FIELD).and_then(|v| v.to_str().ok());
+            self.receipt = Some(compact.map(str::to_owned));
+        }
+    }
+
+    fn finished(mut self, complete: bool, bytes: u64) {
+        let elapsed = self.started.elapsed();
+        self.state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let Some(admission) = self.admission.take() else {
+            self.settle(complete, bytes, elapsed);
+            return;
+        };
+        // Called as the last frame is handed to the connection, before it is written: the
+        // settlement is queued on the key's limiter and run by a task of its own once the
+        // connection has written that frame and yielded, or by the key's next admission if
+        // that comes first (so a client's next request always finds this one settled).
+        let limiter = admission.settle_later(move |a| {
+            self.admission = Some(a);
+            self.settle(complete, bytes, elapsed);
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { limiter.run_deferred() });
+        } else {
+            limiter.run_deferred();
+        }
     }
 }
 
@@ -487,8 +549,9 @@ async fn forward(
         &[("status", status.as_str()), ("code", "forwarded")],
     );
     state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    state.metrics.unsettled.fetch_add(1, Ordering::SeqCst);
     let (parts, incoming) = resp.into_parts();
-    let mut meter = Meter {
+    let meter = Meter {
         state: Arc::clone(state),
         request_id: request_id.to_owned(),
         key: key.name.clone(),
@@ -496,14 +559,15 @@ async fn forward(
         backend,
         key_id: meta.key_id,
         seen,
-        admission,
+        admission: Some(admission),
         started,
         status: status.as_u16(),
-        receipt_seen: false,
+        // Kept here, verified once the response has ended.
+        receipt: parts
+            .headers
+            .get(RECEIPT_FIELD)
+            .map(|v| v.to_str().ok().map(str::to_owned)),
     };
-    if let Some(v) = parts.headers.get(RECEIPT_FIELD) {
-        meter.receipt(v.to_str().ok());
-    }
     let mut out = Response::new(Body::new(ResponseBody::new(incoming, meter)));
     *out.status_mut() = status;
     for name in [

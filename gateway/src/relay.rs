@@ -123,11 +123,13 @@ impl Body for RequestBody {
 }
 
 /// Called once the response's trailers arrive, and when the response ends or is dropped.
-pub trait ResponseWatcher: Send + 'static {
+pub trait ResponseWatcher: Send + Sized + 'static {
     /// The trailers, as they pass.
     fn trailers(&mut self, trailers: &http::HeaderMap);
     /// The body ended (`complete`) or was dropped early (client gone); `bytes` forwarded.
-    fn finished(&mut self, complete: bool, bytes: u64);
+    /// Called once, as the last frame is handed on (before the connection writes it):
+    /// work that need not delay the response belongs in a task spawned from here.
+    fn finished(self, complete: bool, bytes: u64);
 }
 
 /// The backend's response body, forwarded to the client frame by frame.
@@ -156,7 +158,7 @@ impl<W: ResponseWatcher> ResponseBody<W> {
 
 impl<W: ResponseWatcher> Drop for ResponseBody<W> {
     fn drop(&mut self) {
-        if let Some(mut w) = self.watcher.take() {
+        if let Some(w) = self.watcher.take() {
             w.finished(false, self.bytes);
         }
     }
@@ -185,13 +187,13 @@ impl<W: ResponseWatcher + Unpin> Body for ResponseBody<W> {
                     w.finished(true, this.bytes);
                 }
                 if this.inner.is_end_stream()
-                    && let Some(mut w) = this.watcher.take()
+                    && let Some(w) = this.watcher.take()
                 {
                     w.finished(true, this.bytes);
                 }
             }
             Poll::Ready(None) => {
-                if let Some(mut w) = this.watcher.take() {
+                if let Some(w) = this.watcher.take() {
                     w.finished(true, this.bytes);
                 }
             }

@@ -413,23 +413,21 @@ impl Store {
                    recorded_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                    ON CONFLICT (request_digest) DO NOTHING";
         let n = match self {
+            // Once per answered request: the statement is parsed once per connection.
             Self::Sqlite(c) => Self::sqlite(c, move |c| {
-                c.execute(
-                    sql,
-                    rusqlite::params![
-                        r.request_digest,
-                        r.key_name,
-                        r.model,
-                        r.backend,
-                        r.key_id,
-                        r.prompt_tokens,
-                        r.completion_tokens,
-                        r.status,
-                        r.started_at_ms,
-                        r.finished_at_ms,
-                        now
-                    ],
-                )
+                c.prepare_cached(sql)?.execute(rusqlite::params![
+                    r.request_digest,
+                    r.key_name,
+                    r.model,
+                    r.backend,
+                    r.key_id,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.status,
+                    r.started_at_ms,
+                    r.finished_at_ms,
+                    now
+                ])
             })
             .await
             .map(|n| n as u64)?,

@@ -170,6 +170,22 @@ async fn metrics(gw: &Proc) -> String {
     String::from_utf8(get(&format!("{}/metrics", gw.url())).await.body).unwrap()
 }
 
+/// Waits until the gateway says every answered request is metered (its receipt verified and
+/// billed, or counted as a backend fault; the ledger written): `veil_gateway_unsettled 0`.
+async fn settled(gw: &Proc) {
+    eventually(
+        Duration::from_secs(10),
+        "every request settled",
+        || async move {
+            metrics(gw)
+                .await
+                .lines()
+                .any(|l| l == "veil_gateway_unsettled 0")
+        },
+    )
+    .await;
+}
+
 async fn billed(db: &str, digest: &veil_attestation::bytes::Sha256Digest) -> bool {
     let d = digest.to_string();
     ledger(db).await.iter().any(|r| r.request_digest == d)
@@ -224,6 +240,8 @@ async fn altered_forged_stripped_or_replayed_receipts_are_not_billed() {
             .verify_receipt(o.inner_receipt.as_deref().unwrap())
             .unwrap();
         assert_eq!(inner.request_digest, s.digest);
+        // The receipt is checked once the answer has gone out.
+        settled(&gw).await;
         let after = metric(
             &metrics(&gw).await,
             "veil_gateway_backend_faults_total",
@@ -271,6 +289,7 @@ async fn altered_forged_stripped_or_replayed_receipts_are_not_billed() {
         .find(|r| r.request_digest == honest.request_digest.to_string())
         .unwrap();
     assert_eq!(first.prompt_tokens as u64, honest.prompt_tokens);
+    settled(&gw).await;
     let text = metrics(&gw).await;
     assert_eq!(metric(&text, "veil_gateway_backend_faults_total", &[]), 5.0);
     assert_eq!(

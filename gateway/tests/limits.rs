@@ -183,6 +183,15 @@ async fn exact_limits_and_ledger(database: &str, enclave: &Proc) {
     assert_eq!(totals[0]["prompt_tokens"], prompt);
     assert_eq!(totals[0]["completion_tokens"], completion);
 
+    // Every answered request metered (the gateway's own signal), then the counters.
+    eventually(Duration::from_secs(10), "every request settled", || async {
+        let m = get(&format!("{}/metrics", gw.url())).await;
+        String::from_utf8(m.body)
+            .unwrap()
+            .lines()
+            .any(|l| l == "veil_gateway_unsettled 0")
+    })
+    .await;
     let m = get(&format!("{}/metrics", gw.url())).await;
     let text = String::from_utf8(m.body).unwrap();
     assert_eq!(
