@@ -16,7 +16,10 @@
 //! `<workspace>/.venv-ref/bin/python`, made by `tests/reference/setup.sh`);
 //! `VEIL_BENCH_NO_PEERS=1` measures veil only. `VEIL_BENCH_JSON=path` also writes every
 //! figure as JSON. `VEIL_BENCH_ONLY=chat1|chat2|chat|embeddings` measures only that part of
-//! veil (for profiling; implies no peers).
+//! veil (for profiling; implies no peers). `VEIL_BENCH_ROUNDS=N` (default 3): veil and
+//! the peers alternate N times, and each figure is the median over the rounds, each ratio
+//! the median of the rounds' ratios (the range is printed beside it): on a shared guest
+//! the host's drift between two back-to-back runs is as large as the gaps measured.
 
 #![allow(
     clippy::unwrap_used,
@@ -192,6 +195,77 @@ fn load_avg() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// One round: veil's figures, then the peers' (`Value::Null` when not measured).
+struct Round {
+    /// `(threads, prefill tok/s, decode tok/s)`.
+    chat: Vec<(u64, f64, f64)>,
+    emb: (f64, f64),
+    peers: Value,
+}
+
+fn measure_round(inputs: &Inputs, gguf: &Path, emb_dir: &Path, only: Option<&str>) -> Round {
+    let wants = |part: &str| only.is_none_or(|o| part.starts_with(o));
+    let mut chat = Vec::new();
+    for threads in [1u64, 2] {
+        if !wants(&format!("chat{threads}")) {
+            continue;
+        }
+        let (p, d) = bench_chat(inputs, gguf, threads as usize);
+        eprintln!("veil threads={threads}: prefill {p:.1} tok/s, decode {d:.1} tok/s");
+        chat.push((threads, p, d));
+    }
+    let emb = if wants("embeddings") {
+        bench_embeddings(inputs, emb_dir)
+    } else {
+        (f64::NAN, f64::NAN)
+    };
+    eprintln!(
+        "veil embeddings: batch 1 {:.1}/s, batch 32 {:.1}/s",
+        emb.0, emb.1
+    );
+    let peers =
+        if only.is_some() || std::env::var_os("VEIL_BENCH_NO_PEERS").is_some_and(|v| v == "1") {
+            Value::Null
+        } else {
+            run_python(&["--json", "--threads", "2"])
+        };
+    Round { chat, emb, peers }
+}
+
+impl Round {
+    /// Every figure of the round: name, veil's value, the peer's (if measured).
+    fn figures(&self) -> Vec<(String, f64, Option<f64>)> {
+        let peer_chat = |threads: u64, key: &str| {
+            self.peers["llama_cpp"]["results"]
+                .as_array()
+                .and_then(|rs| rs.iter().find(|r| r["n_threads"] == threads))
+                .and_then(|r| r[key].as_f64())
+        };
+        let peer_emb = |batch: u64| {
+            self.peers["sentence_transformers"]["results"]
+                .as_array()
+                .and_then(|rs| rs.iter().find(|r| r["batch_size"] == batch))
+                .and_then(|r| r["embeddings_per_s"].as_f64())
+        };
+        let mut out = Vec::new();
+        for &(t, p, d) in &self.chat {
+            out.push((
+                format!("prefill tok/s, {t} thread(s)"),
+                p,
+                peer_chat(t, "prefill_tokens_per_s"),
+            ));
+            out.push((
+                format!("decode tok/s, {t} thread(s)"),
+                d,
+                peer_chat(t, "decode_tokens_per_s"),
+            ));
+        }
+        out.push(("embeddings/s, batch 1".into(), self.emb.0, peer_emb(1)));
+        out.push(("embeddings/s, batch 32".into(), self.emb.1, peer_emb(32)));
+        out
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     let started = Instant::now();
@@ -199,80 +273,63 @@ fn main() {
     let inputs = Inputs::load();
     let gguf = models_dir().join(veil_enclave::models::DEFAULT_CHAT_PATH);
     let emb_dir = models_dir().join(veil_enclave::models::DEFAULT_EMBEDDINGS_DIR);
-
     let only = std::env::var("VEIL_BENCH_ONLY").ok();
-    let wants = |part: &str| only.as_deref().is_none_or(|o| part.starts_with(o));
-    let mut veil_chat = Vec::new();
-    for threads in [1, 2] {
-        if !wants(&format!("chat{threads}")) {
-            continue;
-        }
-        let (p, d) = bench_chat(&inputs, &gguf, threads);
-        eprintln!("veil threads={threads}: prefill {p:.1} tok/s, decode {d:.1} tok/s");
-        veil_chat.push(
-            json!({"n_threads": threads, "prefill_tokens_per_s": p, "decode_tokens_per_s": d}),
-        );
+    // veil and its peers alternate, round after round, so that the host's drift (this
+    // is a shared guest) falls on both sides; the ratio reported is the median of the
+    // rounds' ratios.
+    let rounds: usize = std::env::var("VEIL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let mut all = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        eprintln!("round {} of {rounds}", r + 1);
+        all.push(measure_round(&inputs, &gguf, &emb_dir, only.as_deref()));
     }
-    let (e1, e32) = if wants("embeddings") {
-        bench_embeddings(&inputs, &emb_dir)
-    } else {
-        (f64::NAN, f64::NAN)
-    };
-    eprintln!("veil embeddings: batch 1 {e1:.1}/s, batch 32 {e32:.1}/s");
-
-    let peers =
-        if only.is_some() || std::env::var_os("VEIL_BENCH_NO_PEERS").is_some_and(|v| v == "1") {
-            Value::Null
-        } else {
-            run_python(&["--json", "--threads", "2"])
-        };
 
     println!(
-        "engine bench: prompt {} tokens, decode {} tokens, {} chunks; median of up to {} runs",
+        "engine bench: prompt {} tokens, decode {} tokens, {} chunks; median of up to {} runs per round, {rounds} round(s), veil and peers alternating",
         inputs.prompt_tokens,
         inputs.decode_tokens,
         inputs.chunks.len(),
         inputs.runs
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>8}",
-        "figure", "veil", "peer", "ratio"
+        "{:<28} {:>10} {:>10} {:>8} {:>15}",
+        "figure", "veil", "peer", "ratio", "ratio range"
     );
-    let peer_chat = |threads: u64, key: &str| {
-        peers["llama_cpp"]["results"]
-            .as_array()
-            .and_then(|rs| rs.iter().find(|r| r["n_threads"] == threads))
-            .and_then(|r| r[key].as_f64())
-    };
-    let peer_emb = |batch: u64| {
-        peers["sentence_transformers"]["results"]
-            .as_array()
-            .and_then(|rs| rs.iter().find(|r| r["batch_size"] == batch))
-            .and_then(|r| r["embeddings_per_s"].as_f64())
-    };
-    let row = |name: &str, ours: f64, peer: Option<f64>| {
-        match peer {
-            Some(p) => println!("{name:<28} {ours:>10.1} {p:>10.1} {:>7.2}x", ours / p),
-            None => println!("{name:<28} {ours:>10.1} {:>10} {:>8}", "-", "-"),
-        }
-        json!({"figure": name, "veil": ours, "peer": peer, "ratio": peer.map(|p| ours / p)})
-    };
+    let names: Vec<String> = all[0].figures().into_iter().map(|f| f.0).collect();
     let mut rows = Vec::new();
-    for r in &veil_chat {
-        let t = r["n_threads"].as_u64().unwrap();
-        rows.push(row(
-            &format!("prefill tok/s, {t} thread(s)"),
-            r["prefill_tokens_per_s"].as_f64().unwrap(),
-            peer_chat(t, "prefill_tokens_per_s"),
-        ));
-        rows.push(row(
-            &format!("decode tok/s, {t} thread(s)"),
-            r["decode_tokens_per_s"].as_f64().unwrap(),
-            peer_chat(t, "decode_tokens_per_s"),
-        ));
+    for (i, name) in names.iter().enumerate() {
+        let figs: Vec<(f64, Option<f64>)> = all
+            .iter()
+            .filter_map(|r| r.figures().get(i).map(|f| (f.1, f.2)))
+            .collect();
+        let ours = median(figs.iter().map(|f| f.0).collect());
+        let peers: Vec<f64> = figs.iter().filter_map(|f| f.1).collect();
+        let ratios: Vec<f64> = figs.iter().filter_map(|&(o, p)| p.map(|p| o / p)).collect();
+        if ratios.is_empty() {
+            println!("{name:<28} {ours:>10.1} {:>10} {:>8} {:>15}", "-", "-", "-");
+        } else {
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let peer = median(peers.clone());
+            let ratio = median(ratios.clone());
+            println!(
+                "{name:<28} {ours:>10.1} {peer:>10.1} {ratio:>7.2}x {:>15}",
+                format!("{lo:.2}-{hi:.2}x")
+            );
+        }
+        rows.push(json!({
+            "figure": name,
+            "veil": figs.iter().map(|f| f.0).collect::<Vec<_>>(),
+            "peer": peers,
+            "ratio": ratios,
+            "median_ratio": if ratios.is_empty() { Value::Null } else { json!(median(ratios.clone())) },
+        }));
     }
-    rows.push(row("embeddings/s, batch 1", e1, peer_emb(1)));
-    rows.push(row("embeddings/s, batch 32", e32, peer_emb(32)));
+    let peers = &all[0].peers;
     let load_end = load_avg();
     println!(
         "peers: llama.cpp (llama-cpp-python {}) and sentence-transformers {} (torch {}, 2 threads)",
@@ -291,9 +348,11 @@ fn main() {
     if let Some(path) = std::env::var_os("VEIL_BENCH_JSON") {
         let out = json!({
             "rows": rows,
-            "veil_chat": veil_chat,
-            "veil_embeddings": {"batch_1_per_s": e1, "batch_32_per_s": e32},
-            "peers": peers,
+            "rounds": all.iter().map(|r| json!({
+                "veil_chat": r.chat.iter().map(|&(t, p, d)| json!({"n_threads": t, "prefill_tokens_per_s": p, "decode_tokens_per_s": d})).collect::<Vec<_>>(),
+                "veil_embeddings": {"batch_1_per_s": r.emb.0, "batch_32_per_s": r.emb.1},
+                "peers": r.peers,
+            })).collect::<Vec<_>>(),
             "load_avg_1m": [load_start, load_end],
         });
         std::fs::write(path, serde_json::to_vec_pretty(&out).unwrap()).unwrap();
