@@ -243,6 +243,25 @@ fn channel(c: &mut Criterion) {
     }
 }
 
+/// A group for a fixed-cost figure (no throughput): 20 samples, 0.5 s warm-up, 2 s.
+fn fixed_cost_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g
+}
+
+/// 32 random bytes (an X25519 private key).
+fn random_key() -> [u8; 32] {
+    let mut k = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k).unwrap();
+    k
+}
+
 /// The fixed-cost floor of the X25519 KEM with `ring`: what DHKEM encap + decap cannot
 /// do without (client: ephemeral key and its public key, one DH; enclave: one DH). HPKE's
 /// key schedule, framing and padding are not in it.
@@ -250,10 +269,7 @@ fn x25519_floor(c: &mut Criterion) {
     let rng = ring::rand::SystemRandom::new();
     let server = EphemeralPrivateKey::generate(&X25519, &rng).unwrap();
     let server_pub = UnparsedPublicKey::new(&X25519, server.compute_public_key().unwrap());
-    let mut g = c.benchmark_group("raw_ring_x25519_dhkem");
-    g.sample_size(20);
-    g.warm_up_time(Duration::from_millis(500));
-    g.measurement_time(Duration::from_secs(2));
+    let mut g = fixed_cost_group(c, "raw_ring_x25519_dhkem");
     g.bench_function("encap+decap", |b| {
         b.iter(|| {
             let eph = EphemeralPrivateKey::generate(&X25519, &rng).unwrap();
@@ -285,22 +301,13 @@ fn x25519_floor_dalek(c: &mut Criterion) {
             None => p.mul_clamped(k).to_bytes(),
         }
     }
-    let rng = ring::rand::SystemRandom::new();
-    let random = || {
-        let mut k = [0u8; 32];
-        ring::rand::SecureRandom::fill(&rng, &mut k).unwrap();
-        k
-    };
-    let sk_r = random();
+    let sk_r = random_key();
     let pk_r_point = EdwardsPoint::mul_base_clamped(sk_r);
     let table = EdwardsBasepointTable::create(&pk_r_point);
-    let mut g = c.benchmark_group("dalek_x25519_dhkem");
-    g.sample_size(20);
-    g.warm_up_time(Duration::from_millis(500));
-    g.measurement_time(Duration::from_secs(2));
+    let mut g = fixed_cost_group(c, "dalek_x25519_dhkem");
     g.bench_function("encap+decap", |b| {
         b.iter(|| {
-            let sk_e = random();
+            let sk_e = random_key();
             let pk_e = EdwardsPoint::mul_base_clamped(sk_e);
             let shared = table.mul_base_clamped(sk_e);
             let both = EdwardsPoint::to_montgomery_batch(&[pk_e, shared]);
@@ -309,7 +316,7 @@ fn x25519_floor_dalek(c: &mut Criterion) {
         });
     });
     g.bench_function("decap", |b| {
-        let enc = EdwardsPoint::mul_base_clamped(random())
+        let enc = EdwardsPoint::mul_base_clamped(random_key())
             .to_montgomery()
             .to_bytes();
         b.iter(|| black_box(dh(sk_r, black_box(enc))));
@@ -325,13 +332,7 @@ fn x25519_floor_aws_lc(c: &mut Criterion) {
     use curve25519_dalek::EdwardsPoint;
     use curve25519_dalek::edwards::EdwardsBasepointTable;
     use curve25519_dalek::traits::BasepointTable;
-    let rng = ring::rand::SystemRandom::new();
-    let random = || {
-        let mut k = [0u8; 32];
-        ring::rand::SecureRandom::fill(&rng, &mut k).unwrap();
-        k
-    };
-    let sk_r = random();
+    let sk_r = random_key();
     let server = PrivateKey::from_private_key(&LC_X25519, &sk_r).unwrap();
     let table = EdwardsBasepointTable::create(&EdwardsPoint::mul_base_clamped(sk_r));
     let decap = |enc: &[u8]| {
@@ -343,13 +344,10 @@ fn x25519_floor_aws_lc(c: &mut Criterion) {
         )
         .unwrap()
     };
-    let mut g = c.benchmark_group("aws_lc_x25519_dhkem");
-    g.sample_size(20);
-    g.warm_up_time(Duration::from_millis(500));
-    g.measurement_time(Duration::from_secs(2));
+    let mut g = fixed_cost_group(c, "aws_lc_x25519_dhkem");
     g.bench_function("encap+decap", |b| {
         b.iter(|| {
-            let sk_e = random();
+            let sk_e = random_key();
             let eph = PrivateKey::from_private_key(&LC_X25519, &sk_e).unwrap();
             let enc = eph.compute_public_key().unwrap();
             let client = table.mul_base_clamped(sk_e).to_montgomery().to_bytes();
@@ -357,7 +355,7 @@ fn x25519_floor_aws_lc(c: &mut Criterion) {
         });
     });
     g.bench_function("decap", |b| {
-        let enc = PrivateKey::from_private_key(&LC_X25519, &random())
+        let enc = PrivateKey::from_private_key(&LC_X25519, &random_key())
             .unwrap()
             .compute_public_key()
             .unwrap();
@@ -371,10 +369,7 @@ fn x25519_floor_aws_lc(c: &mut Criterion) {
 fn target_setup(c: &mut Criterion) {
     let keys = ServerKeys::generate().unwrap();
     let x25519 = keys.configs().configs()[0].clone();
-    let mut g = c.benchmark_group("channel_target_setup");
-    g.sample_size(20);
-    g.warm_up_time(Duration::from_millis(500));
-    g.measurement_time(Duration::from_secs(2));
+    let mut g = fixed_cost_group(c, "channel_target_setup");
     g.bench_function("x25519", |b| {
         b.iter(|| {
             black_box(Target::dangerous_unverified(x25519.clone(), AeadKind::Aes128Gcm).unwrap())

@@ -81,6 +81,19 @@ impl Norm {
         Ok(Self { ln, w, b, eps })
     }
 
+    /// [`Norm::add_norm`] on every row of `data` (rows of `bias.len()` values), with
+    /// the same row of `residual`, split between the threads.
+    fn add_norm_rows(&self, data: &mut [f32], bias: &[f32], residual: &[f32]) {
+        let h = bias.len().max(1);
+        for_rows(data, h, |first, rows| {
+            for (i, row) in rows.chunks_exact_mut(h).enumerate() {
+                let r = (first + i) * h;
+                let res = residual.get(r..r + h).unwrap_or_default();
+                self.add_norm(row, bias, res);
+            }
+        });
+    }
+
     /// `row ← LayerNorm(row + bias + residual)`, as candle computes it (mean and variance
     /// in f32 over the row, variance of the centred values).
     fn add_norm(&self, row: &mut [f32], bias: &[f32], residual: &[f32]) {
@@ -221,7 +234,7 @@ fn erf_f32(x: f32) -> f32 {
 
 /// `v ← act(v + bias)` over rows of `bias.len()` values, split between the threads.
 fn bias_act(data: &mut [f32], bias: &[f32], act: impl Fn(f32) -> f32 + Sync) {
-    let width = bias.len();
+    let width = bias.len().max(1);
     for_rows(data, width, |_, rows| {
         for row in rows.chunks_exact_mut(width) {
             for (v, b) in row.iter_mut().zip(bias) {
@@ -264,6 +277,12 @@ impl BertEncoder {
         let h = c.hidden_size;
         if c.num_attention_heads == 0 || !h.is_multiple_of(c.num_attention_heads) {
             candle_core::bail!("hidden size {h} is not a multiple of the head count");
+        }
+        if h == 0 || c.intermediate_size == 0 {
+            candle_core::bail!(
+                "hidden size {h} or intermediate size {} is zero",
+                c.intermediate_size
+            );
         }
         let emb = vb.pp("embeddings");
         let table = |name: &str, rows: usize| -> Result<Embedding> {
@@ -379,24 +398,14 @@ impl BertEncoder {
         let mut ctx = vec![0f32; total * h];
         for layer in &self.layers {
             let mut qkv = layer.qkv.product(&x, total, dev)?;
-            for_rows(&mut qkv, 3 * h, |_, rows| {
-                for row in rows.chunks_exact_mut(3 * h) {
-                    for (v, b) in row.iter_mut().zip(&layer.qkv.b_vec) {
-                        *v += b;
-                    }
-                }
-            });
+            bias_act(&mut qkv, &layer.qkv.b_vec, |v| v);
             self.attention(&qkv, spans, &mut ctx);
             zeroize::Zeroize::zeroize(&mut qkv);
 
             let mut attn = layer.attn_out.product(&ctx, total, dev)?;
-            for_rows(&mut attn, h, |first, rows| {
-                for (i, row) in rows.chunks_exact_mut(h).enumerate() {
-                    let r = (first + i) * h;
-                    let res = x.get(r..r + h).unwrap_or_default();
-                    layer.attn_norm.add_norm(row, &layer.attn_out.b_vec, res);
-                }
-            });
+            layer
+                .attn_norm
+                .add_norm_rows(&mut attn, &layer.attn_out.b_vec, &x);
             zeroize::Zeroize::zeroize(&mut x);
             x = attn;
 
@@ -411,13 +420,7 @@ impl BertEncoder {
             }
             let mut out = layer.out.product(&inter, total, dev)?;
             zeroize::Zeroize::zeroize(&mut inter);
-            for_rows(&mut out, h, |first, rows| {
-                for (i, row) in rows.chunks_exact_mut(h).enumerate() {
-                    let r = (first + i) * h;
-                    let res = x.get(r..r + h).unwrap_or_default();
-                    layer.out_norm.add_norm(row, &layer.out.b_vec, res);
-                }
-            });
+            layer.out_norm.add_norm_rows(&mut out, &layer.out.b_vec, &x);
             zeroize::Zeroize::zeroize(&mut x);
             x = out;
         }
