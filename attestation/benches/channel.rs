@@ -1,6 +1,7 @@
 //! The attested channel's cost: whole-message OHTTP seal + open round trips
 //! (client seals a request, enclave opens it, enclave seals a response, client opens
-//! it), through the copying and the owned-buffer entry points, the request direction
+//! it), through the copying and the owned-buffer entry points and with each body
+//! written straight into the buffer it is sealed in (`request_writer`), the request direction
 //! split into seal and open, and the same work done with raw `ring` AEAD as the
 //! yardstick, with the X25519 floor (`ring`; AWS-LC and `curve25519-dalek` as the
 //! channel uses them; `curve25519-dalek` alone, as the channel used it before).
@@ -19,7 +20,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ring::aead::{AES_128_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
-use veil_attestation::channel::{AeadKind, KemKind, Limits, Request, Response, ServerKeys, Target};
+use veil_attestation::channel::{
+    AeadKind, Headers, KemKind, Limits, Request, Response, ServerKeys, Target,
+};
 
 const KIB: usize = 1024;
 const SIZES: [(usize, &str); 3] = [(KIB, "1KiB"), (64 * KIB, "64KiB"), (1024 * KIB, "1MiB")];
@@ -81,6 +84,40 @@ fn round_trip_owned(
     debug_assert_eq!(opened.body.len(), request.body.len());
     drop(opened);
     let reply = sealer.seal(response).unwrap();
+    let back = pending.open_owned(reply).unwrap();
+    back.body.len()
+}
+
+/// The same round trip with each body written straight into the buffer it is sealed in
+/// (`Target::request_writer`, `ResponseSealer::writer`): the bench copies each body from
+/// its source into that buffer, as an application producing it there would write it,
+/// and each side opens in the buffer it received (the body a view into it).
+fn round_trip_in_place(
+    keys: &ServerKeys,
+    target: &Target,
+    request_body: &[u8],
+    response_body: &[u8],
+    limits: &Limits,
+) -> usize {
+    let key_id = target.key_id();
+    let mut w = target
+        .request_writer(
+            "POST",
+            "/v1/chat/completions",
+            Headers::new(),
+            request_body.len(),
+        )
+        .unwrap();
+    w.extend_from_slice(request_body);
+    let (sealed, pending) = w.seal().unwrap();
+    let (opened, sealer) = keys.open_request_owned(&key_id, sealed, limits).unwrap();
+    debug_assert_eq!(opened.body.len(), request_body.len());
+    drop(opened);
+    let mut w = sealer
+        .writer(200, Headers::new(), response_body.len())
+        .unwrap();
+    w.extend_from_slice(response_body);
+    let reply = w.seal().unwrap();
     let back = pending.open_owned(reply).unwrap();
     back.body.len()
 }
@@ -147,6 +184,29 @@ fn channel(c: &mut Criterion) {
                     b.iter(|| {
                         black_box(round_trip_owned(
                             &keys, &target, &request, &response, &limits,
+                        ))
+                    })
+                },
+            );
+        }
+        g.finish();
+
+        let mut g = c.benchmark_group("channel_round_trip_in_place");
+        configure(&mut g, len);
+        let (request_body, response_body) = (body(len), body(len));
+        for aead in AeadKind::ALL {
+            let target = Target::dangerous_unverified(x25519.clone(), aead).unwrap();
+            g.bench_with_input(
+                BenchmarkId::new(format!("x25519+{}", aead_name(aead)), label),
+                &len,
+                |b, _| {
+                    b.iter(|| {
+                        black_box(round_trip_in_place(
+                            &keys,
+                            &target,
+                            &request_body,
+                            &response_body,
+                            &limits,
                         ))
                     })
                 },

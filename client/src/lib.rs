@@ -626,17 +626,13 @@ impl Client {
     async fn send_once(&self, request: &Request, meta: &OuterMeta) -> Result<Reply, ClientError> {
         // RFC 9458 §6.5: the inner `date` lets the enclave refuse a request replayed after
         // its replay register has forgotten it. Sealed, so only the enclave sees it.
-        let mut dated;
-        let request = if request.headers.get("date").is_some() {
-            request
-        } else {
-            dated = request.clone();
-            dated.headers.push(
+        let mut headers = request.headers.clone();
+        if headers.get("date").is_none() {
+            headers.push(
                 "date",
                 &httpdate::fmt_http_date(std::time::SystemTime::now()),
             )?;
-            &dated
-        };
+        }
         let backend = self.pick().await?;
         let key_id = backend.target.key_id().to_string();
         let mut b = hyper::Request::post(format!("{}/v1/ohttp", self.gateway))
@@ -653,6 +649,18 @@ impl Client {
         }
         b = b.header("veil-stream", if meta.stream { "true" } else { "false" });
         if meta.stream {
+            let dated;
+            let request = if headers == request.headers {
+                request
+            } else {
+                dated = Request {
+                    method: request.method.clone(),
+                    path: request.path.clone(),
+                    headers,
+                    body: request.body.clone(),
+                };
+                &dated
+            };
             let (sealed, pending) = backend.target.seal_chunked_request(request)?;
             let digest = Sha256Digest::of(&sealed);
             let resp = self.post(b, "message/ohttp-chunked-req", sealed).await?;
@@ -707,7 +715,15 @@ impl Client {
                 status,
             }))
         } else {
-            let (sealed, pending) = backend.target.seal_request(request)?;
+            // The body is copied once, straight into the buffer it is sealed in.
+            let mut writer = backend.target.request_writer(
+                &request.method,
+                &request.path,
+                headers,
+                request.body.len(),
+            )?;
+            writer.extend_from_slice(&request.body);
+            let (sealed, pending) = writer.seal()?;
             let digest = Sha256Digest::of(&sealed);
             let resp = self.post(b, "message/ohttp-req", sealed).await?;
             let status = resp.status().as_u16();
@@ -721,7 +737,7 @@ impl Client {
             if status != 200 {
                 return Err(outer_error(status, body.to_vec(), retry_after));
             }
-            let response = pending.open(&body)?;
+            let mut response = pending.open(&body)?;
             let receipt = check_receipt(
                 &backend,
                 response.trailers.get(RECEIPT_FIELD),
@@ -731,7 +747,7 @@ impl Client {
             )?;
             Ok(Reply::Whole(Answer {
                 status: response.status,
-                body: Zeroizing::new(response.body.clone()),
+                body: Zeroizing::new(std::mem::take(&mut response.body).into_vec()),
                 receipt,
             }))
         }

@@ -788,15 +788,20 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
             }
         };
         let receipt = e.sign_receipt(request_digest, key_id, &model, usage, status, started_ms);
-        let mut resp = channel::Response::new(status, body.to_vec());
-        let _ = resp.headers.push("content-type", "application/json");
-        if let Some(r) = &receipt {
-            let _ = resp.trailers.push(RECEIPT_FIELD, r);
-        }
-        let Ok(sealed) = sealer.seal(&resp) else {
+        // The body is copied once, straight into the buffer it is sealed in.
+        let mut headers = Headers::new();
+        let _ = headers.push("content-type", "application/json");
+        let Ok(mut writer) = sealer.writer(status, headers, body.len()) else {
             return plain_error(500, "seal_failed", "the response could not be sealed");
         };
-        drop(resp);
+        writer.extend_from_slice(&body);
+        drop(body);
+        if let Some(r) = &receipt {
+            let _ = writer.trailers_mut().push(RECEIPT_FIELD, r);
+        }
+        let Ok(sealed) = writer.seal() else {
+            return plain_error(500, "seal_failed", "the response could not be sealed");
+        };
         e.metrics
             .tokens(usage.prompt_tokens, usage.completion_tokens);
         e.metrics
@@ -813,12 +818,13 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
 /// the route's metric label and the reply; the opened request is dropped (and wiped) here.
 async fn answer(
     e: &Enclave,
-    request: channel::Request,
+    mut request: channel::Request,
     meta: &OuterMeta,
 ) -> (&'static str, InnerReply) {
     let route = inner::route_label(&request.method, &request.path);
     let ct = request.headers.get("content-type").map(str::to_owned);
-    let body = Zeroizing::new(request.body.clone());
+    // The opened body, moved to the front of the buffer it was opened in (not copied).
+    let body = Zeroizing::new(std::mem::take(&mut request.body).into_vec());
     let reply = if body.len() > e.settings.max_inner_body_bytes {
         too_large(meta)
     } else if let Some(err) = stale(

@@ -608,7 +608,7 @@ async fn upstream_engine_against_a_second_enclave() {
     .await;
     assert_eq!(r.status, 200);
     let resp = pending.open_all(r.body).unwrap();
-    let text = String::from_utf8(resp.body.clone()).unwrap();
+    let text = String::from_utf8(resp.body.to_vec()).unwrap();
     assert!(text.contains("chat.completion.chunk"));
     assert!(text.contains("data: [DONE]"));
     assert!(

@@ -4,6 +4,7 @@
 use futures::executor::block_on;
 use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+use super::body::Body;
 use super::io::{BoxRead, SharedRead, Sink};
 use super::keys::{AeadKind, KeyConfig, KeyId};
 use super::message::{Headers, Request, Response, final_status};
@@ -105,7 +106,7 @@ impl Target {
         self.aead
     }
 
-    fn ohttp_client(&self) -> Result<ohttp::ClientRequest, ChannelError> {
+    pub(super) fn ohttp_client(&self) -> Result<ohttp::ClientRequest, ChannelError> {
         Ok(self.client.clone())
     }
 
@@ -160,7 +161,7 @@ impl Target {
 
 /// Opens the response to a whole-message request.
 pub struct PendingResponse {
-    inner: ohttp::ClientResponse,
+    pub(super) inner: ohttp::ClientResponse,
 }
 
 impl std::fmt::Debug for PendingResponse {
@@ -172,8 +173,8 @@ impl std::fmt::Debug for PendingResponse {
 impl PendingResponse {
     /// Open `message/ohttp-res` bytes.
     ///
-    /// They are copied once, opened in place, and parsed there; the body is moved to the
-    /// front of that buffer, which becomes the response's body.
+    /// They are copied once, opened in place, and parsed there; that buffer becomes the
+    /// response's body (a [`super::Body`] view of the content in it).
     pub fn open(self, encapsulated: &[u8]) -> Result<Response, ChannelError> {
         let mut buf = PlainBuf::copy_of(encapsulated);
         let range = self
@@ -184,8 +185,8 @@ impl PendingResponse {
     }
 
     /// [`PendingResponse::open`] on an encapsulated response the caller owns: it is
-    /// opened in place in that buffer, which becomes the response's body, so the
-    /// response is never copied. The buffer is wiped on failure.
+    /// opened in place in that buffer, which becomes the response's body (a view), so
+    /// the response is never copied. The buffer is wiped on failure.
     pub fn open_owned(self, encapsulated: Vec<u8>) -> Result<Response, ChannelError> {
         let mut buf = PlainBuf::from(encapsulated);
         let range = self
@@ -238,7 +239,7 @@ impl PendingChunkedResponse {
             Ok(Response {
                 status,
                 headers,
-                body: body.into_range(0..len),
+                body: Body::view(body, 0..len),
                 trailers,
             })
         })

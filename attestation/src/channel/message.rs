@@ -8,8 +8,8 @@
 //! The encoding is written and parsed here rather than through `bhttp::Message`, so
 //! that a message is written once, straight into the buffer that is then sealed in
 //! place (room for the OHTTP header before it and the AEAD tag after it planned from
-//! the start), and parsed in place in the buffer it was opened in, its body moved to
-//! the front of that buffer and handed over rather than copied. The writer produces
+//! the start), and parsed in place in the buffer it was opened in, its body handed
+//! over as a [`Body`] view into that buffer rather than copied. The writer produces
 //! exactly the bytes `bhttp::Message::write_bhttp` does, and the parser accepts exactly
 //! what `bhttp::Message::read_bhttp` accepts, with the same result; the tests check
 //! both against the `bhttp` crate.
@@ -18,9 +18,10 @@ use std::fmt;
 use std::ops::Range;
 
 use super::ChannelError;
+use super::body::Body;
 use super::io::{put_varint, put_vec, varint_len};
 use super::padding;
-use super::plain::{PlainBuf, wipe};
+use super::plain::PlainBuf;
 
 /// Header fields: lowercase names, values without CR, LF or NUL.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -141,14 +142,8 @@ pub struct Request {
     pub path: String,
     /// Header fields.
     pub headers: Headers,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-impl Drop for Request {
-    fn drop(&mut self) {
-        wipe(&mut self.body);
-    }
+    /// Body (wiped on drop).
+    pub body: Body,
 }
 
 impl fmt::Debug for Request {
@@ -173,11 +168,11 @@ impl Request {
             method: method.to_owned(),
             path: path.to_owned(),
             headers: Headers::new(),
-            body,
+            body: Body::from(body),
         }
     }
 
-    fn check_control(method: &str, path: &str) -> Result<(), ChannelError> {
+    pub(crate) fn check_control(method: &str, path: &str) -> Result<(), ChannelError> {
         if method.is_empty() || !method.bytes().all(is_tchar) {
             return Err(ChannelError::Malformed { what: "method" });
         }
@@ -203,50 +198,43 @@ impl Request {
         suffix: usize,
     ) -> Result<PlainBuf, ChannelError> {
         Self::check_control(&self.method, &self.path)?;
-        let control = vec_len(self.method.len())
-            + vec_len(SCHEME.len())
-            + vec_len(0)
-            + vec_len(self.path.len());
-        let fields = self.headers.encoded_len();
         let body = self.body.len();
-        let (framing, len) = match mode {
-            // Fields, content and the (empty) trailer section, each with its length.
-            bhttp::Mode::KnownLength => (
-                KNOWN_REQUEST,
-                1 + control + vec_len(fields) + vec_len(body) + 1,
-            ),
-            // Fields and 0; the content as one chunk, then 0 unless it was empty; 0
-            // for the (empty) trailer section.
-            bhttp::Mode::IndeterminateLength => (
-                INDETERMINATE_REQUEST,
-                1 + control + fields + 1 + vec_len(body) + usize::from(body > 0) + 1,
-            ),
-        };
+        if mode == bhttp::Mode::KnownLength {
+            let head = request_head_len(&self.method, &self.path, &self.headers, body);
+            let len = head + body + REQUEST_TAIL.len();
+            let padded = padding::bucket(len);
+            let mut out = PlainBuf::with_capacity(prefix + padded + suffix);
+            out.resize(prefix, 0);
+            put_request_head(&mut out, &self.method, &self.path, &self.headers, body);
+            debug_assert_eq!(out.len(), prefix + head);
+            out.extend_from_slice(&self.body);
+            out.extend_from_slice(REQUEST_TAIL);
+            debug_assert_eq!(out.len(), prefix + len);
+            out.resize(prefix + padded, 0);
+            return Ok(out);
+        }
+        // Indeterminate length: fields and 0; the content as one chunk, then 0 unless
+        // it was empty; 0 for the (empty) trailer section.
+        let fields = self.headers.encoded_len();
+        let len = 1
+            + control_len(&self.method, &self.path)
+            + fields
+            + 1
+            + vec_len(body)
+            + usize::from(body > 0)
+            + 1;
         let padded = padding::bucket(len);
         let mut out = PlainBuf::with_capacity(prefix + padded + suffix);
         out.resize(prefix, 0);
-        put_varint(&mut out, framing, 1);
-        put_vec(&mut out, self.method.as_bytes());
-        put_vec(&mut out, SCHEME);
-        put_vec(&mut out, b"");
-        put_vec(&mut out, self.path.as_bytes());
-        match mode {
-            bhttp::Mode::KnownLength => {
-                put_varint(&mut out, fields as u64, 1);
-                self.headers.put(&mut out);
-                put_vec(&mut out, &self.body);
-                out.push(0);
-            }
-            bhttp::Mode::IndeterminateLength => {
-                self.headers.put(&mut out);
-                out.push(0);
-                put_vec(&mut out, &self.body);
-                if body > 0 {
-                    out.push(0);
-                }
-                out.push(0);
-            }
+        put_varint(&mut out, INDETERMINATE_REQUEST, 1);
+        put_control(&mut out, &self.method, &self.path);
+        self.headers.put(&mut out);
+        out.push(0);
+        put_vec(&mut out, &self.body);
+        if body > 0 {
+            out.push(0);
         }
+        out.push(0);
         debug_assert_eq!(out.len(), prefix + len);
         out.resize(prefix + padded, 0);
         Ok(out)
@@ -258,9 +246,9 @@ impl Request {
         Self::from_plaintext(PlainBuf::copy_of(bytes), 0..bytes.len())
     }
 
-    /// Parse the padded Binary HTTP request at `range` of `buf`, either framing. The
-    /// body is moved to the front of `buf`, which becomes the request's body; the
-    /// rest of `buf` is wiped.
+    /// Parse the padded Binary HTTP request at `range` of `buf`, either framing. `buf`
+    /// becomes the request's body, a [`Body`] view of the content in it (content in
+    /// several chunks, which only indeterminate-length messages have, is compacted).
     pub(crate) fn from_plaintext(buf: PlainBuf, range: Range<usize>) -> Result<Self, ChannelError> {
         let (method, path, headers, content) = {
             let bytes = buf.get(range.clone()).ok_or_else(malformed)?;
@@ -291,7 +279,7 @@ impl Request {
             method,
             path,
             headers,
-            body: buf.into_compacted(&content),
+            body: body_of(buf, &content),
         })
     }
 }
@@ -303,16 +291,10 @@ pub struct Response {
     pub status: u16,
     /// Header fields.
     pub headers: Headers,
-    /// Body.
-    pub body: Vec<u8>,
+    /// Body (wiped on drop).
+    pub body: Body,
     /// Trailer fields (a streamed response's receipt travels here).
     pub trailers: Headers,
-}
-
-impl Drop for Response {
-    fn drop(&mut self) {
-        wipe(&mut self.body);
-    }
 }
 
 impl fmt::Debug for Response {
@@ -336,7 +318,7 @@ impl Response {
         Self {
             status,
             headers: Headers::new(),
-            body,
+            body: Body::from(body),
             trailers: Headers::new(),
         }
     }
@@ -355,24 +337,17 @@ impl Response {
         prefix: usize,
         suffix: usize,
     ) -> Result<PlainBuf, ChannelError> {
-        let status = final_status(u64::from(self.status))?;
-        let headers = self.headers.encoded_len();
-        let trailers = self.trailers.encoded_len();
-        let len = 1
-            + varint_len(u64::from(status.code()))
-            + vec_len(headers)
-            + vec_len(self.body.len())
-            + vec_len(trailers);
+        let status = final_status(u64::from(self.status))?.code();
+        let body = self.body.len();
+        let head = response_head_len(status, &self.headers, body);
+        let tail = response_tail_len(&self.trailers);
+        let len = head + body + tail;
         let padded = padding::bucket(len);
         let mut out = PlainBuf::with_capacity(prefix + padded + suffix);
         out.resize(prefix, 0);
-        put_varint(&mut out, KNOWN_RESPONSE, 1);
-        put_varint(&mut out, u64::from(status.code()), 1);
-        put_varint(&mut out, headers as u64, 1);
-        self.headers.put(&mut out);
-        put_vec(&mut out, &self.body);
-        put_varint(&mut out, trailers as u64, 1);
-        self.trailers.put(&mut out);
+        put_response_head(&mut out, status, &self.headers, body);
+        out.extend_from_slice(&self.body);
+        put_response_tail(&mut out, &self.trailers);
         debug_assert_eq!(out.len(), prefix + len);
         out.resize(prefix + padded, 0);
         Ok(out)
@@ -405,7 +380,7 @@ impl Response {
         Ok(Self {
             status,
             headers,
-            body: buf.into_compacted(&content),
+            body: body_of(buf, &content),
             trailers,
         })
     }
@@ -431,6 +406,77 @@ const SCHEME: &[u8] = b"https";
 /// Length of a byte string of `n` bytes with its length prefix.
 fn vec_len(n: usize) -> usize {
     varint_len(n as u64) + n
+}
+
+/// Length of a request's control data: method, scheme, (empty) authority, path.
+fn control_len(method: &str, path: &str) -> usize {
+    vec_len(method.len()) + vec_len(SCHEME.len()) + vec_len(0) + vec_len(path.len())
+}
+
+fn put_control(out: &mut Vec<u8>, method: &str, path: &str) {
+    put_vec(out, method.as_bytes());
+    put_vec(out, SCHEME);
+    put_vec(out, b"");
+    put_vec(out, path.as_bytes());
+}
+
+/// What a known-length request has before its content bytes: framing, control data,
+/// the header section, and the content's length.
+pub(crate) fn request_head_len(method: &str, path: &str, headers: &Headers, body: usize) -> usize {
+    1 + control_len(method, path) + vec_len(headers.encoded_len()) + varint_len(body as u64)
+}
+
+/// Write what [`request_head_len`] measures.
+pub(crate) fn put_request_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &str,
+    headers: &Headers,
+    body: usize,
+) {
+    put_varint(out, KNOWN_REQUEST, 1);
+    put_control(out, method, path);
+    put_varint(out, headers.encoded_len() as u64, 1);
+    headers.put(out);
+    put_varint(out, body as u64, 1);
+}
+
+/// What a known-length request has after its content bytes: the empty trailer section.
+pub(crate) const REQUEST_TAIL: &[u8] = &[0];
+
+/// What a known-length response has before its content bytes: framing, status, the
+/// header section, and the content's length. `status` is a final status.
+pub(crate) fn response_head_len(status: u16, headers: &Headers, body: usize) -> usize {
+    1 + varint_len(u64::from(status)) + vec_len(headers.encoded_len()) + varint_len(body as u64)
+}
+
+/// Write what [`response_head_len`] measures.
+pub(crate) fn put_response_head(out: &mut Vec<u8>, status: u16, headers: &Headers, body: usize) {
+    put_varint(out, KNOWN_RESPONSE, 1);
+    put_varint(out, u64::from(status), 1);
+    put_varint(out, headers.encoded_len() as u64, 1);
+    headers.put(out);
+    put_varint(out, body as u64, 1);
+}
+
+/// What a known-length response has after its content bytes: the trailer section.
+pub(crate) fn response_tail_len(trailers: &Headers) -> usize {
+    vec_len(trailers.encoded_len())
+}
+
+/// Write what [`response_tail_len`] measures.
+pub(crate) fn put_response_tail(out: &mut Vec<u8>, trailers: &Headers) {
+    put_varint(out, trailers.encoded_len() as u64, 1);
+    trailers.put(out);
+}
+
+/// The body of a message parsed in `buf`: a view of its one content range, or, for
+/// content in several chunks, the chunks compacted to the front of `buf`.
+fn body_of(buf: PlainBuf, content: &[Range<usize>]) -> Body {
+    match content {
+        [one] => Body::view(buf, one.clone()),
+        _ => Body::from(buf.into_compacted(content)),
+    }
 }
 
 fn malformed() -> ChannelError {
@@ -686,7 +732,7 @@ mod tests {
     }
 
     #[test]
-    fn body_is_moved_to_the_front_of_the_opened_buffer() {
+    fn body_is_a_view_into_the_opened_buffer() {
         let r = Request::new("POST", "/x", vec![9; 3000]);
         let b = r.encode_padded(bhttp::Mode::KnownLength, 5, 0).unwrap();
         let len = b.len();
@@ -696,6 +742,27 @@ mod tests {
             back.body.capacity() >= len,
             "the opened buffer became the body"
         );
+        let head = 5 + request_head_len("POST", "/x", &Headers::new(), 3000);
+        assert_eq!(back.body.offset(), head, "not moved to the front");
+        let resp = Response::new(200, vec![8; 70_000]);
+        let b = resp.encode_padded(16, 0).unwrap();
+        let len = b.len();
+        let back = Response::from_plaintext(b, 16..len).unwrap();
+        assert_eq!(back.body, vec![8; 70_000]);
+        assert_eq!(
+            back.body.offset(),
+            16 + response_head_len(200, &Headers::new(), 70_000)
+        );
+        assert_eq!(back.body.clone().into_vec(), vec![8; 70_000]);
+        assert_eq!(back.body.clone().into_vec().len(), 70_000);
+        // Empty bodies, both framings.
+        for mode in [bhttp::Mode::KnownLength, bhttp::Mode::IndeterminateLength] {
+            let r = Request::new("GET", "/", Vec::new());
+            let b = r.to_padded_bhttp(mode).unwrap();
+            let back = Request::from_padded_bhttp(&b).unwrap();
+            assert!(back.body.is_empty());
+            assert_eq!(back, r);
+        }
     }
 
     /// The previous implementation, through the `bhttp` crate: the oracle the
@@ -778,7 +845,7 @@ mod tests {
                 method: method.to_owned(),
                 path: path.to_owned(),
                 headers: headers(m.header())?,
-                body: m.content().to_vec(),
+                body: m.content().to_vec().into(),
             })
         }
 
@@ -789,7 +856,7 @@ mod tests {
             Ok(Response {
                 status: status.code(),
                 headers: headers(m.header())?,
-                body: m.content().to_vec(),
+                body: m.content().to_vec().into(),
                 trailers: headers(m.trailer())?,
             })
         }
@@ -831,7 +898,7 @@ mod tests {
                     method,
                     path,
                     headers,
-                    body,
+                    body: body.into(),
                 })
         }
 
@@ -845,7 +912,7 @@ mod tests {
                 .prop_map(|(status, headers, body, trailers)| Response {
                     status,
                     headers,
-                    body,
+                    body: body.into(),
                     trailers,
                 })
         }

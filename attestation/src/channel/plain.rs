@@ -56,6 +56,18 @@ impl PlainBuf {
         self.0.extend_from_slice(bytes);
     }
 
+    /// Make the allocation hold at least `capacity` bytes: when it is smaller, the
+    /// contents move to a new one of exactly `capacity` bytes and the old one is
+    /// wiped.
+    pub(crate) fn reserve_total_secure(&mut self, capacity: usize) {
+        if capacity > self.0.capacity() {
+            let mut grown = Vec::with_capacity(capacity);
+            grown.extend_from_slice(&self.0);
+            let mut old = std::mem::replace(&mut self.0, grown);
+            wipe(&mut old);
+        }
+    }
+
     /// Keep only the bytes in `ranges` (ascending, non-overlapping), moved to the front
     /// in order; wipe everything else; and hand the vector over. Its new owner must
     /// wipe it (as [`super::Request`] and [`super::Response`] do on drop).
@@ -139,6 +151,16 @@ mod tests {
         assert_eq!(b.into_range(2..7), b"hello");
         let b = PlainBuf::copy_of(b"abc");
         assert_eq!(b.into_compacted(&[]), b"");
+    }
+
+    #[test]
+    fn reserve_total_secure_grows_exactly_and_keeps_the_contents() {
+        let mut b = PlainBuf::copy_of(b"abc");
+        b.reserve_total_secure(2);
+        assert_eq!(b.capacity(), 3);
+        b.reserve_total_secure(100);
+        assert_eq!(b.capacity(), 100);
+        assert_eq!(&b[..], b"abc");
     }
 
     #[test]

@@ -30,8 +30,8 @@ impl ServerKeys {
     /// Open a whole-message request (`message/ohttp-req`) sent to the key configuration
     /// `key_id` (from the `Veil-Key-Id` header).
     ///
-    /// The encapsulated bytes are copied once, opened in place, and parsed there; the
-    /// body is moved to the front of that buffer, which becomes the request's body.
+    /// The encapsulated bytes are copied once, opened in place, and parsed there; that
+    /// buffer becomes the request's body (a [`super::Body`] view of the content in it).
     pub fn open_request(
         &self,
         key_id: &KeyId,
@@ -45,7 +45,8 @@ impl ServerKeys {
 
     /// [`ServerKeys::open_request`] on an encapsulated request the caller owns (as read
     /// from the network): it is opened in place in that buffer, which becomes the
-    /// request's body, so the request is never copied. The buffer is wiped on failure.
+    /// request's body (a view), so the request is never copied. The buffer is wiped on
+    /// failure.
     pub fn open_request_owned(
         &self,
         key_id: &KeyId,
@@ -158,7 +159,7 @@ fn check_size(len: usize, limits: &Limits) -> Result<(), ChannelError> {
 
 /// Seals the one response to a whole-message request.
 pub struct ResponseSealer {
-    inner: ohttp::ServerResponse,
+    pub(super) inner: ohttp::ServerResponse,
 }
 
 impl std::fmt::Debug for ResponseSealer {

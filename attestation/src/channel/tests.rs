@@ -282,3 +282,148 @@ fn owned_entry_points_match_the_copying_ones() {
         }
     }
 }
+
+/// The writers seal what the copying entry points seal: the enclave decapsulates the
+/// same padded Binary HTTP bytes and opens the same request; the client opens the same
+/// response. Hints right and wrong (the headroom fallback both ways), empty and 4 MiB
+/// bodies, both KEMs and AEADs.
+#[test]
+fn writers_seal_what_the_copying_entry_points_seal() {
+    use std::io::Write as _;
+
+    use super::Headers;
+
+    let keys = ServerKeys::generate().unwrap();
+    let limits = Limits {
+        max_request: 16 << 20,
+    };
+    let headers = Headers::new()
+        .with("content-type", "application/json")
+        .unwrap()
+        .with("authorization", "Bearer CANARY")
+        .unwrap();
+    let body = |len: usize| -> Vec<u8> { (0..len).map(|i| (i % 253) as u8).collect() };
+    for config in keys.configs().configs() {
+        for aead in AeadKind::ALL {
+            let target = Target::dangerous_unverified(config.clone(), aead).unwrap();
+            for (hint, size) in [
+                (0usize, 0usize),
+                (1000, 1000),
+                (10, 100),
+                (100, 10),
+                (0, 70_000),
+                (4 << 20, 4 << 20),
+            ] {
+                if config.kem() == KemKind::XWing && size > 70_000 {
+                    continue;
+                }
+                let mut req = Request::new("POST", "/v1/embeddings", body(size));
+                req.headers = headers.clone();
+                let (copied, _) = target.seal_request(&req).unwrap();
+
+                let mut w = target
+                    .request_writer("POST", "/v1/embeddings", headers.clone(), hint)
+                    .unwrap();
+                // Written in pieces, through `io::Write` and `extend_from_slice`.
+                let b = body(size);
+                let (first, second) = b.split_at(size / 3);
+                w.write_all(first).unwrap();
+                w.extend_from_slice(second);
+                assert_eq!(w.len(), size);
+                assert_eq!(w.body(), &b[..]);
+                assert!(!format!("{w:?}").contains("CANARY"));
+                let (sealed, pending) = w.seal().unwrap();
+                assert_eq!(sealed.len(), copied.len(), "same bucket, same framing");
+
+                let (ours, _) = keys
+                    .decapsulate(&target.key_id(), &sealed, &limits)
+                    .unwrap();
+                let (theirs, _) = keys
+                    .decapsulate(&target.key_id(), &copied, &limits)
+                    .unwrap();
+                assert!(ours[..] == theirs[..], "byte-identical plaintext");
+
+                let (opened, sealer) = keys
+                    .open_request_owned(&target.key_id(), sealed, &limits)
+                    .unwrap();
+                assert_eq!(opened, req);
+                assert_eq!(opened.body, b);
+
+                // The response, through a writer, opens to the response the copying
+                // path would seal.
+                let mut resp = Response::new(201, body(size));
+                resp.headers = headers.clone();
+                resp.trailers.push("veil-receipt", "r.e.c").unwrap();
+                let mut w = sealer.writer(500, headers.clone(), hint).unwrap();
+                w.extend_from_slice(b"discarded");
+                w.clear();
+                w.set_status(201).unwrap();
+                w.trailers_mut().push("veil-receipt", "r.e.c").unwrap();
+                w.write_all(&b).unwrap();
+                assert!(!format!("{w:?}").contains("CANARY"));
+                let reply = w.seal().unwrap();
+                let back = pending.open_owned(reply).unwrap();
+                assert_eq!(back, resp);
+            }
+        }
+    }
+}
+
+#[test]
+fn writers_refuse_bad_heads_with_typed_errors() {
+    use super::{ChannelError, Headers};
+
+    let keys = ServerKeys::generate().unwrap();
+    let target =
+        Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm)
+            .unwrap();
+    assert!(matches!(
+        target.request_writer("GET", "no-slash", Headers::new(), 0),
+        Err(ChannelError::Malformed { .. })
+    ));
+    assert!(matches!(
+        target.request_writer("G ET", "/", Headers::new(), 0),
+        Err(ChannelError::Malformed { .. })
+    ));
+    let (sealed, _) = target
+        .seal_request(&Request::new("GET", "/", Vec::new()))
+        .unwrap();
+    let (_, sealer) = keys
+        .open_request(&target.key_id(), &sealed, &Limits::default())
+        .unwrap();
+    assert!(matches!(
+        sealer.writer(99, Headers::new(), 0),
+        Err(ChannelError::Malformed { .. })
+    ));
+    let (_, sealer) = keys
+        .open_request(&target.key_id(), &sealed, &Limits::default())
+        .unwrap();
+    let mut w = sealer.writer(200, Headers::new(), 0).unwrap();
+    assert!(w.set_status(1000).is_err());
+    assert!(w.is_empty());
+}
+
+/// An opened body is a view: it is not moved to the front of the buffer it was opened
+/// in, and it compacts only when asked to.
+#[test]
+fn opened_bodies_are_views() {
+    let keys = ServerKeys::generate().unwrap();
+    let target =
+        Target::dangerous_unverified(keys.configs().configs()[0].clone(), AeadKind::Aes128Gcm)
+            .unwrap();
+    let req = Request::new("POST", "/v1/embeddings", vec![5; 100_000]);
+    let (sealed, pending) = target.seal_request(&req).unwrap();
+    let (opened, sealer) = keys
+        .open_request_owned(&target.key_id(), sealed, &Limits::default())
+        .unwrap();
+    assert!(
+        opened.body.offset() > 39,
+        "after the OHTTP prefix and the head"
+    );
+    assert_eq!(opened.body, vec![5; 100_000]);
+    let reply = sealer.seal(&Response::new(200, vec![6; 100_000])).unwrap();
+    let resp = pending.open_owned(reply).unwrap();
+    assert!(resp.body.offset() > 16);
+    let v = resp.body.clone().into_vec();
+    assert_eq!(v, vec![6; 100_000]);
+}

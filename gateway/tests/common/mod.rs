@@ -594,7 +594,7 @@ impl SealedStream {
                 .open_all(out.outer_body.clone())
                 .expect("the sealed stream opens");
             out.inner_receipt = r.trailers.get("veil-receipt").map(str::to_owned);
-            out.inner = Some((r.status, r.body.clone()));
+            out.inner = Some((r.status, r.body.to_vec()));
         }
         out
     }
@@ -653,7 +653,7 @@ pub fn open(sealed: &mut Sealed, status: u16, headers: hyper::HeaderMap, body: V
             .open(&out.outer_body)
             .expect("the sealed answer opens");
         out.inner_receipt = r.trailers.get("veil-receipt").map(str::to_owned);
-        out.inner = Some((r.status, r.body.clone()));
+        out.inner = Some((r.status, r.body.to_vec()));
     }
     out
 }
