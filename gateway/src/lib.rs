@@ -56,6 +56,11 @@ pub struct AppState {
     /// Receipts whose ledger write failed, written again (in order) until the database
     /// takes them; at most [`LEDGER_BACKLOG_MAX`].
     pub ledger_backlog: std::sync::Mutex<std::collections::VecDeque<store::UsageRow>>,
+    /// Verified receipts waiting for the ledger writer (with their request ids).
+    ledger_queue: std::sync::Mutex<Vec<(String, store::UsageRow)>>,
+    /// Whether a ledger writer task is running (it drains [`AppState::queue_receipt`]'s
+    /// queue, several receipts per transaction when they come faster than one commit).
+    ledger_writer: std::sync::atomic::AtomicBool,
     /// Keys seen valid recently (by hash), for [`LedgerOutage::Serve`].
     pub key_cache:
         std::sync::Mutex<std::collections::HashMap<String, (store::KeyRecord, std::time::Instant)>>,
@@ -67,6 +72,9 @@ pub struct AppState {
 /// which the enclave (and this gateway) close idle connections, so that a request never
 /// goes out on a connection the other side is closing.
 pub const UPSTREAM_IDLE: Duration = Duration::from_secs(20);
+
+/// The most receipts written in one ledger transaction.
+pub const LEDGER_BATCH_MAX: usize = 256;
 
 /// The most receipts kept for a later ledger write (about 300 bytes each).
 pub const LEDGER_BACKLOG_MAX: usize = 100_000;
@@ -104,6 +112,90 @@ impl AppState {
             .ledger_backlog
             .store(b.len() as u64, Ordering::Relaxed);
         true
+    }
+
+    /// Hands a settled request's row (`None`: nothing to bill) to the ledger writer, which
+    /// writes what is queued in one transaction, then the rest, until the queue is empty;
+    /// each row counts in `veil_gateway_unsettled` until it is written (or kept for a later
+    /// write after a failure). Idempotent on the request digest, as [`store::Store::record`].
+    pub fn queue_receipt(self: &Arc<Self>, request_id: String, row: Option<store::UsageRow>) {
+        let Some(row) = row else {
+            self.metrics.unsettled.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
+        self.ledger_pending.fetch_add(1, Ordering::SeqCst);
+        self.ledger_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((request_id, row));
+        if self.ledger_writer.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let state = Arc::clone(self);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { state.write_queued().await });
+        } else {
+            // Outside a runtime (never in the server): the backlog writer takes the rows.
+            let rows = std::mem::take(
+                &mut *state
+                    .ledger_queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            state.ledger_writer.store(false, Ordering::SeqCst);
+            for (_, row) in rows {
+                state.defer_receipt(row);
+                state.ledger_pending.fetch_sub(1, Ordering::SeqCst);
+                state.metrics.unsettled.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// The ledger writer: writes the queue in batches until it finds it empty.
+    async fn write_queued(self: Arc<Self>) {
+        loop {
+            let batch: Vec<(String, store::UsageRow)> = {
+                let mut q = self
+                    .ledger_queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let n = q.len().min(LEDGER_BATCH_MAX);
+                q.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                self.ledger_writer.store(false, Ordering::SeqCst);
+                // A row queued after the queue was found empty, and before the flag was
+                // cleared, is this writer's to write (unless another writer started).
+                let empty = self
+                    .ledger_queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .is_empty();
+                if empty || self.ledger_writer.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            let rows = batch.iter().map(|(_, r)| r.clone()).collect();
+            let results = self.store.record_many(rows).await;
+            for ((request_id, row), result) in batch.into_iter().zip(results) {
+                match result {
+                    Ok(true) => self
+                        .metrics
+                        .inc("veil_gateway_receipts_recorded_total", &[]),
+                    Ok(false) => self
+                        .metrics
+                        .inc("veil_gateway_receipts_duplicate_total", &[]),
+                    Err(e) => {
+                        self.metrics.inc("veil_gateway_ledger_errors_total", &[]);
+                        tracing::error!(request_id = %request_id, error = %e, "ledger write failed; the receipt is kept and written again");
+                        self.defer_receipt(row);
+                    }
+                }
+                self.ledger_pending.fetch_sub(1, Ordering::SeqCst);
+                self.metrics.unsettled.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
     }
 
     /// Writes the backlog, oldest first, until the database refuses one.
@@ -145,6 +237,15 @@ impl AppState {
         }
     }
 
+    /// The client to the enclaves for a request handled on this thread: the worker's own
+    /// (see [`serve_workers`]), or the shared one.
+    #[must_use]
+    pub fn upstream(&self) -> Client<HttpConnector, RequestBody> {
+        WORKER_UPSTREAM
+            .with(|c| c.get().cloned())
+            .unwrap_or_else(|| self.upstream.clone())
+    }
+
     /// A request id, unique within this process and distinct across restarts.
     pub fn request_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -173,6 +274,24 @@ pub struct Settings {
     pub ledger_outage: LedgerOutage,
 }
 
+/// A client to the enclaves: `TCP_NODELAY`, idle connections kept for [`UPSTREAM_IDLE`].
+/// Each connection's task runs on the runtime that opened it.
+#[must_use]
+pub fn upstream_client() -> Client<HttpConnector, RequestBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(UPSTREAM_IDLE)
+        .build(connector)
+}
+
+thread_local! {
+    /// The client to the enclaves of a worker thread started by [`serve_workers`]: its
+    /// connections, and their tasks, stay on that thread.
+    static WORKER_UPSTREAM: std::cell::OnceCell<Client<HttpConnector, RequestBody>> =
+        const { std::cell::OnceCell::new() };
+}
+
 /// Builds the state: opens the database, starts nothing.
 pub async fn build_state(settings: &Settings) -> anyhow::Result<Arc<AppState>> {
     let metrics = Arc::new(Metrics::default());
@@ -182,11 +301,7 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<Arc<AppState>> {
         settings.policy.clone(),
         Arc::clone(&metrics),
     ));
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let upstream = Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(UPSTREAM_IDLE)
-        .build(connector);
+    let upstream = upstream_client();
     let mut prefix = [0u8; 4];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut prefix)
         .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
@@ -201,6 +316,8 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<Arc<AppState>> {
         ledger_pending: AtomicU64::new(0),
         ledger_outage: settings.ledger_outage,
         ledger_backlog: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        ledger_queue: std::sync::Mutex::new(Vec::new()),
+        ledger_writer: std::sync::atomic::AtomicBool::new(false),
         key_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         next_id: AtomicU64::new(1),
         id_prefix: u32::from_be_bytes(prefix),
@@ -217,6 +334,94 @@ pub async fn serve(
     serve_with(state, listener, refresh_interval, None).await
 }
 
+/// As [`serve_with`], on `workers` threads (at least one: this one), each running a
+/// single-threaded Tokio runtime that accepts from `listener`, serves its connections and
+/// forwards their requests over connections to the enclaves of its own. A request is then
+/// read, forwarded, answered and metered on one thread: no wake-up of another thread on its
+/// path, where a work-stealing runtime moved the hops between its workers. Must be called
+/// on a current-thread runtime (this thread serves too, and runs the backend checks). Until
+/// Ctrl-C; then every worker stops accepting and waits for its connections (at most 30 s).
+///
+/// # Errors
+/// When the listener cannot be shared or a worker's runtime cannot be built.
+pub async fn serve_workers(
+    state: Arc<AppState>,
+    listener: std::net::TcpListener,
+    refresh_interval: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    workers: usize,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let addr: SocketAddr = listener.local_addr()?;
+    start_background(&state, refresh_interval).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::new();
+    for i in 1..workers.max(1) {
+        let listener = listener.try_clone()?;
+        let router = routes::router(Arc::clone(&state));
+        let tls = tls.clone();
+        let mut stopped = stopped.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("veil-gateway-{i}"))
+                .spawn(move || {
+                    WORKER_UPSTREAM.with(|c| {
+                        c.get_or_init(upstream_client);
+                    });
+                    rt.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        let shutdown = async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        };
+                        tls::serve_until(listener, tls, router, shutdown).await
+                    })
+                })?,
+        );
+    }
+    eprintln!(
+        "veil-gateway: listening on {}://{addr}",
+        if tls.is_some() { "https" } else { "http" }
+    );
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let served = tls::serve_until(listener, tls, routes::router(state), async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let _ = stop.send(true);
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("a gateway worker panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<()>>>()
+    })
+    .await?;
+    served?;
+    joined.map(drop)
+}
+
+/// The backend checks (now, then every interval) and the ledger backlog writer.
+async fn start_background(state: &Arc<AppState>, refresh_interval: Duration) {
+    state.registry.refresh().await;
+    let registry = Arc::clone(&state.registry);
+    tokio::spawn(registry.run(refresh_interval));
+    let drainer = Arc::clone(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            drainer.drain_backlog().await;
+        }
+    });
+}
+
 /// As [`serve`], over TLS when `tls` is given (HTTP/1.1 and HTTP/2 by ALPN); prints
 /// `listening on https://ADDR` then, `listening on http://ADDR` otherwise.
 pub async fn serve_with(
@@ -225,17 +430,7 @@ pub async fn serve_with(
     refresh_interval: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
-    state.registry.refresh().await;
-    let registry = Arc::clone(&state.registry);
-    tokio::spawn(registry.run(refresh_interval));
-    let drainer = Arc::clone(&state);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            drainer.drain_backlog().await;
-        }
-    });
+    start_background(&state, refresh_interval).await;
     let addr: SocketAddr = listener.local_addr()?;
     if let Some(config) = tls {
         eprintln!("veil-gateway: listening on https://{addr}");

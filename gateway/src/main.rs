@@ -10,7 +10,7 @@ use serde::Deserialize;
 use veil_attestation::verify::Policy;
 use veil_gateway::auth::NewKey;
 use veil_gateway::store::{Period, Store, aggregate};
-use veil_gateway::{Settings, build_state, routes::valid_key_name, serve_with, tls};
+use veil_gateway::{Settings, build_state, routes::valid_key_name, serve_with, serve_workers, tls};
 
 const DEFAULT_DATABASE: &str = "veil-gateway.db";
 
@@ -50,7 +50,7 @@ enum Command {
 struct ServeArgs {
     /// A TOML file with any of: listen, backends, database, admin_token, policy (a table of
     /// the attestation policy), insecure_allow_sim, refresh_interval_seconds, max_body_bytes,
-    /// max_streams_per_key, tls_cert, tls_key, ledger_outage. Flags and environment variables override it.
+    /// max_streams_per_key, tls_cert, tls_key, ledger_outage, workers. Flags and environment variables override it.
     #[arg(long, env = "VEIL_GATEWAY_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on (port 0 picks one; the bound address is printed on stderr as
@@ -98,6 +98,12 @@ struct ServeArgs {
     /// fails are kept (up to 100,000) and written again either way. [default: refuse]
     #[arg(long, env = "VEIL_LEDGER_OUTAGE", value_enum)]
     ledger_outage: Option<veil_gateway::LedgerOutage>,
+    /// Worker threads, each a single-threaded runtime serving the connections it accepts
+    /// and forwarding their requests over its own connections to the enclaves (a request
+    /// stays on one thread); 0: one work-stealing runtime shared by all connections.
+    /// [default: the number of CPUs]
+    #[arg(long, env = "VEIL_GATEWAY_WORKERS")]
+    workers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +123,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     ledger_outage: Option<veil_gateway::LedgerOutage>,
+    workers: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,9 +195,17 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // `serve` with workers runs on this thread's runtime and starts the others itself.
+    let rt = match &cli.command {
+        Command::Serve(args) if args.workers != Some(0) => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        }
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
     rt.block_on(run(cli.command))
 }
 
@@ -294,11 +309,19 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         .listen
         .or(file.listen)
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let workers = args.workers.or(file.workers).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let state = build_state(&settings).await?;
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    serve_with(state, listener, settings.refresh_interval, tls).await
+    if workers == 0 {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        return serve_with(state, listener, settings.refresh_interval, tls).await;
+    }
+    let listener =
+        std::net::TcpListener::bind(&listen).with_context(|| format!("binding {listen}"))?;
+    serve_workers(state, listener, settings.refresh_interval, tls, workers).await
 }
 
 async fn keys_command(command: KeysCommand) -> anyhow::Result<()> {

@@ -249,7 +249,7 @@ impl Meter {
             self.fault("receipt_signature");
             return None;
         };
-        let digest: Option<Sha256Digest> = self.seen.lock().ok().and_then(|s| s.digest);
+        let digest: Option<Sha256Digest> = self.seen.lock().ok().and_then(|mut s| s.digest());
         if digest.is_none_or(|d| !d.ct_eq(&r.request_digest)) {
             self.fault("receipt_request_digest");
             return None;
@@ -327,37 +327,10 @@ impl Meter {
         (self.state, self.request_id, row)
     }
 
-    /// Settles the request and starts its ledger write.
+    /// Settles the request and hands its row to the ledger writer.
     fn settle(self, complete: bool, bytes: u64, elapsed: std::time::Duration) {
         let (state, request_id, row) = self.settle_now(complete, bytes, elapsed);
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            // Outside a runtime (never in the server): the backlog writer takes the row.
-            if let Some(row) = row {
-                state.defer_receipt(row);
-            }
-            state.metrics.unsettled.fetch_sub(1, Ordering::SeqCst);
-            return;
-        };
-        rt.spawn(async move {
-            if let Some(row) = row {
-                state.ledger_pending.fetch_add(1, Ordering::SeqCst);
-                match state.store.record(&row).await {
-                    Ok(true) => state
-                        .metrics
-                        .inc("veil_gateway_receipts_recorded_total", &[]),
-                    Ok(false) => state
-                        .metrics
-                        .inc("veil_gateway_receipts_duplicate_total", &[]),
-                    Err(e) => {
-                        state.metrics.inc("veil_gateway_ledger_errors_total", &[]);
-                        tracing::error!(request_id = %request_id, error = %e, "ledger write failed; the receipt is kept and written again");
-                        state.defer_receipt(row);
-                    }
-                }
-                state.ledger_pending.fetch_sub(1, Ordering::SeqCst);
-            }
-            state.metrics.unsettled.fetch_sub(1, Ordering::SeqCst);
-        });
+        state.queue_receipt(request_id, row);
     }
 }
 
@@ -522,7 +495,7 @@ async fn forward(
     let up = up
         .body(req_body)
         .map_err(|_| (ApiError::internal(), name.clone()))?;
-    let resp = match state.upstream.request(up).await {
+    let resp = match state.upstream().request(up).await {
         Ok(r) => r,
         Err(e) => {
             if seen.lock().map(|s| s.too_large).unwrap_or(false) {

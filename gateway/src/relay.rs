@@ -12,20 +12,63 @@ use hyper::body::{Body, Frame, SizeHint};
 use veil_attestation::bytes::Sha256Digest;
 
 /// What the request body saw, shared with the handler.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Seen {
-    /// SHA-256 of every byte forwarded, once the body ended.
-    pub digest: Option<Sha256Digest>,
+    /// The hash of every byte forwarded, once the body ended: see [`Seen::digest`].
+    hashed: Option<Hashed>,
     /// Bytes forwarded.
     pub bytes: u64,
     /// The body went over the limit.
     pub too_large: bool,
 }
 
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seen")
+            .field("ended", &self.hashed.is_some())
+            .field("bytes", &self.bytes)
+            .field("too_large", &self.too_large)
+            .finish()
+    }
+}
+
+/// The request's hash: finished, or still to finish over the frames held back.
+enum Hashed {
+    Pending(Box<ring::digest::Context>, Vec<Bytes>),
+    Done(Sha256Digest),
+}
+
+impl Seen {
+    /// SHA-256 of every byte forwarded, once the body ended (`None` before, or when it
+    /// went over the limit). Up to [`HASH_LATER_BYTES`] of it are hashed here, on first
+    /// call, rather than as they passed: that work is off the request's path.
+    pub fn digest(&mut self) -> Option<Sha256Digest> {
+        let digest = match self.hashed.take()? {
+            Hashed::Done(d) => d,
+            Hashed::Pending(h, held) => {
+                let mut h = *h;
+                for b in &held {
+                    h.update(b);
+                }
+                Sha256Digest::from_slice(h.finish().as_ref()).ok()?
+            }
+        };
+        self.hashed = Some(Hashed::Done(digest));
+        Some(digest)
+    }
+}
+
+/// How many bytes of a request body are kept (shared, not copied) to be hashed once the
+/// response has ended instead of as they pass; past that, the body is hashed as it passes.
+pub const HASH_LATER_BYTES: usize = 64 << 10;
+
 /// The client's request body, forwarded upstream.
 pub struct RequestBody {
     inner: axum::body::Body,
     hasher: Option<ring::digest::Context>,
+    /// Frames not hashed yet (at most [`HASH_LATER_BYTES`] in all).
+    held: Vec<Bytes>,
+    held_bytes: usize,
     max: u64,
     seen: Arc<Mutex<Seen>>,
 }
@@ -50,6 +93,8 @@ impl RequestBody {
             Self {
                 inner,
                 hasher: Some(ring::digest::Context::new(&ring::digest::SHA256)),
+                held: Vec::new(),
+                held_bytes: 0,
                 max,
                 seen: Arc::clone(&seen),
             },
@@ -57,14 +102,28 @@ impl RequestBody {
         )
     }
 
+    /// Hashes `data` now, or keeps it for later while little is held.
+    fn hash(&mut self, data: &Bytes) {
+        let Some(h) = self.hasher.as_mut() else {
+            return;
+        };
+        if self.held_bytes + data.len() <= HASH_LATER_BYTES {
+            self.held_bytes += data.len();
+            self.held.push(data.clone());
+            return;
+        }
+        for b in self.held.drain(..) {
+            h.update(&b);
+        }
+        self.held_bytes = 0;
+        h.update(data);
+    }
+
     fn finish(&mut self) {
-        if let Some(h) = self.hasher.take() {
-            let d = h.finish();
-            if let (Ok(digest), Ok(mut s)) =
-                (Sha256Digest::from_slice(d.as_ref()), self.seen.lock())
-            {
-                s.digest = Some(digest);
-            }
+        if let Some(h) = self.hasher.take()
+            && let Ok(mut s) = self.seen.lock()
+        {
+            s.hashed = Some(Hashed::Pending(Box::new(h), std::mem::take(&mut self.held)));
         }
     }
 }
@@ -99,11 +158,10 @@ impl Body for RequestBody {
                     };
                     if total > this.max {
                         this.hasher = None;
+                        this.held = Vec::new();
                         return Poll::Ready(Some(Err(Box::new(TooLarge))));
                     }
-                    if let Some(h) = this.hasher.as_mut() {
-                        h.update(data);
-                    }
+                    this.hash(data);
                     if this.inner.is_end_stream() {
                         this.finish();
                     }

@@ -93,11 +93,53 @@ pub enum Store {
 /// failover, an idle timeout), instead of failing every request from then on.
 pub struct Pg {
     url: String,
-    client: tokio::sync::Mutex<Arc<tokio_postgres::Client>>,
+    client: tokio::sync::Mutex<Arc<PgConn>>,
+}
+
+/// One PostgreSQL connection and the statements prepared on it (the per-request ones:
+/// prepared once, then one round trip each instead of two).
+pub struct PgConn {
+    client: tokio_postgres::Client,
+    statements: Mutex<std::collections::HashMap<&'static str, tokio_postgres::Statement>>,
+}
+
+impl std::fmt::Debug for PgConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgConn")
+    }
+}
+
+impl std::ops::Deref for PgConn {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl PgConn {
+    /// `sql` prepared on this connection, once.
+    async fn prepared(
+        &self,
+        sql: &'static str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let cached = self
+            .statements
+            .lock()
+            .ok()
+            .and_then(|m| m.get(sql).cloned());
+        if let Some(st) = cached {
+            return Ok(st);
+        }
+        let st = self.client.prepare(sql).await?;
+        if let Ok(mut m) = self.statements.lock() {
+            m.insert(sql, st.clone());
+        }
+        Ok(st)
+    }
 }
 
 impl Pg {
-    async fn connect(url: &str) -> anyhow::Result<Arc<tokio_postgres::Client>> {
+    async fn connect(url: &str) -> anyhow::Result<Arc<PgConn>> {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .context("connecting to PostgreSQL")?;
@@ -106,11 +148,14 @@ impl Pg {
                 tracing::warn!(error = %e, "PostgreSQL connection ended");
             }
         });
-        Ok(Arc::new(client))
+        Ok(Arc::new(PgConn {
+            client,
+            statements: Mutex::new(std::collections::HashMap::new()),
+        }))
     }
 
     /// The live connection, made again if it was closed.
-    async fn client(&self) -> anyhow::Result<Arc<tokio_postgres::Client>> {
+    async fn client(&self) -> anyhow::Result<Arc<PgConn>> {
         let mut c = self.client.lock().await;
         if c.is_closed() {
             *c = Self::connect(&self.url).await?;
@@ -123,7 +168,7 @@ impl Pg {
     /// found the connection closed.
     async fn retry<T, F, Fut>(&self, f: F) -> anyhow::Result<T>
     where
-        F: Fn(Arc<tokio_postgres::Client>) -> Fut,
+        F: Fn(Arc<PgConn>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let c = self.client().await?;
@@ -207,7 +252,56 @@ fn key_from_pg(r: &tokio_postgres::Row) -> Result<KeyRecord, tokio_postgres::Err
     })
 }
 
+/// The ledger insert, common to both databases.
+const INSERT_RECEIPT: &str = "INSERT INTO usage_receipts (request_digest, key_name, model, \
+     backend, key_id, prompt_tokens, completion_tokens, status, started_at_ms, finished_at_ms, \
+     recorded_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (request_digest) DO NOTHING";
+
+/// One ledger row through the connection's cached statement; the rows inserted (0 or 1).
+fn sqlite_insert(c: &rusqlite::Connection, r: &UsageRow, now: i64) -> rusqlite::Result<usize> {
+    c.prepare_cached(INSERT_RECEIPT)?.execute(rusqlite::params![
+        r.request_digest,
+        r.key_name,
+        r.model,
+        r.backend,
+        r.key_id,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.status,
+        r.started_at_ms,
+        r.finished_at_ms,
+        now
+    ])
+}
+
+/// One ledger row (a statement prepared once per connection); the rows inserted.
+async fn pg_insert(c: Arc<PgConn>, r: &UsageRow, now: i64) -> Result<u64, tokio_postgres::Error> {
+    let st = c.prepared(INSERT_RECEIPT).await?;
+    c.execute(
+        &st,
+        &[
+            &r.request_digest,
+            &r.key_name,
+            &r.model,
+            &r.backend,
+            &r.key_id,
+            &r.prompt_tokens,
+            &r.completion_tokens,
+            &r.status,
+            &r.started_at_ms,
+            &r.finished_at_ms,
+            &now,
+        ],
+    )
+    .await
+}
+
 const KEY_COLUMNS: &str = "name, key_hash, rpm, tpm, max_streams, created_at_ms, revoked_at_ms";
+
+/// The per-request key lookup (its columns are [`KEY_COLUMNS`]).
+const ACTIVE_KEY_BY_HASH: &str = "SELECT name, key_hash, rpm, tpm, max_streams, created_at_ms, \
+     revoked_at_ms FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL";
 
 impl Store {
     /// Opens (creating a SQLite file on first use) and migrates.
@@ -229,8 +323,9 @@ impl Store {
             Url::Postgres(url) => {
                 let mut client = Pg::connect(&url).await?;
                 migrate_pg(
-                    Arc::get_mut(&mut client)
-                        .ok_or_else(|| anyhow!("the new PostgreSQL connection is shared"))?,
+                    &mut Arc::get_mut(&mut client)
+                        .ok_or_else(|| anyhow!("the new PostgreSQL connection is shared"))?
+                        .client,
                 )
                 .await?;
                 Ok(Self::Postgres(Arc::new(Pg {
@@ -295,21 +390,19 @@ impl Store {
     /// Finds an active (unrevoked) key by its hash.
     pub async fn active_key_by_hash(&self, key_hash: &str) -> anyhow::Result<Option<KeyRecord>> {
         let hash = key_hash.to_owned();
-        let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL"
-        );
+        let sql = ACTIVE_KEY_BY_HASH;
         let found = match self {
             Self::Sqlite(c) => {
                 // On the hot path of every request: an indexed read of a cached page takes
                 // microseconds, less than handing it to the blocking pool and back; do it
                 // here when the connection is free, on the pool when a write holds it.
                 if let Ok(conn) = c.try_lock() {
-                    let mut st = conn.prepare_cached(&sql)?;
+                    let mut st = conn.prepare_cached(sql)?;
                     let mut rows = st.query_map([&hash], key_from_sqlite)?;
                     rows.next().transpose()?
                 } else {
                     Self::sqlite(c, move |c| {
-                        let mut st = c.prepare_cached(&sql)?;
+                        let mut st = c.prepare_cached(sql)?;
                         let mut rows = st.query_map([hash], key_from_sqlite)?;
                         rows.next().transpose()
                     })
@@ -318,8 +411,11 @@ impl Store {
             }
             Self::Postgres(p) => match p
                 .retry(|c| {
-                    let (sql, hash) = (&sql, &hash);
-                    async move { c.query_opt(sql.as_str(), &[hash]).await }
+                    let hash = &hash;
+                    async move {
+                        let st = c.prepared(sql).await?;
+                        c.query_opt(&st, &[hash]).await
+                    }
                 })
                 .await?
             {
@@ -408,56 +504,51 @@ impl Store {
     pub async fn record(&self, row: &UsageRow) -> anyhow::Result<bool> {
         let r = row.clone();
         let now = now_ms();
-        let sql = "INSERT INTO usage_receipts (request_digest, key_name, model, backend, key_id, \
-                   prompt_tokens, completion_tokens, status, started_at_ms, finished_at_ms, \
-                   recorded_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                   ON CONFLICT (request_digest) DO NOTHING";
         let n = match self {
             // Once per answered request: the statement is parsed once per connection.
-            Self::Sqlite(c) => Self::sqlite(c, move |c| {
-                c.prepare_cached(sql)?.execute(rusqlite::params![
-                    r.request_digest,
-                    r.key_name,
-                    r.model,
-                    r.backend,
-                    r.key_id,
-                    r.prompt_tokens,
-                    r.completion_tokens,
-                    r.status,
-                    r.started_at_ms,
-                    r.finished_at_ms,
-                    now
-                ])
-            })
-            .await
-            .map(|n| n as u64)?,
-            Self::Postgres(p) => {
-                p.retry(|c| {
-                    let r = &r;
-                    async move {
-                        c.execute(
-                            sql,
-                            &[
-                                &r.request_digest,
-                                &r.key_name,
-                                &r.model,
-                                &r.backend,
-                                &r.key_id,
-                                &r.prompt_tokens,
-                                &r.completion_tokens,
-                                &r.status,
-                                &r.started_at_ms,
-                                &r.finished_at_ms,
-                                &now,
-                            ],
-                        )
-                        .await
-                    }
-                })
-                .await?
-            }
+            Self::Sqlite(c) => Self::sqlite(c, move |c| sqlite_insert(c, &r, now))
+                .await
+                .map(|n| n as u64)?,
+            Self::Postgres(p) => p.retry(|c| pg_insert(c, &r, now)).await?,
         };
         Ok(n > 0)
+    }
+
+    /// Records verified receipts, each as [`Store::record`] would (idempotent on the request
+    /// digest; `Ok(false)` for one already recorded): with SQLite, all in one transaction
+    /// (one commit, so all or none are durable); with PostgreSQL, one after the other
+    /// through one prepared statement.
+    pub async fn record_many(&self, rows: Vec<UsageRow>) -> Vec<anyhow::Result<bool>> {
+        let now = now_ms();
+        let n = rows.len();
+        match self {
+            Self::Sqlite(c) => {
+                let written = Self::sqlite(c, move |c| {
+                    let tx = c.transaction()?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in &rows {
+                        out.push(sqlite_insert(&tx, r, now)? > 0);
+                    }
+                    tx.commit()?;
+                    Ok(out)
+                })
+                .await;
+                match written {
+                    Ok(v) => v.into_iter().map(Ok).collect(),
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        (0..n).map(|_| Err(anyhow!("{e}"))).collect()
+                    }
+                }
+            }
+            Self::Postgres(p) => {
+                let mut out = Vec::with_capacity(n);
+                for r in &rows {
+                    out.push(p.retry(|c| pg_insert(c, r, now)).await.map(|n| n > 0));
+                }
+                out
+            }
+        }
     }
 
     /// Every recorded receipt, oldest first.

@@ -133,7 +133,7 @@ pub async fn serve_tls(
     config: Arc<ServerConfig>,
     router: Router,
 ) -> anyhow::Result<()> {
-    serve_connections(listener, Some(TlsAcceptor::from(config)), router).await
+    serve_connections(listener, Some(TlsAcceptor::from(config)), router, ctrl_c()).await
 }
 
 /// As [`serve_tls`], in plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge).
@@ -141,7 +141,28 @@ pub async fn serve_tls(
 /// # Errors
 /// Never after it starts.
 pub async fn serve_plain(listener: TcpListener, router: Router) -> anyhow::Result<()> {
-    serve_connections(listener, None, router).await
+    serve_connections(listener, None, router, ctrl_c()).await
+}
+
+/// Ctrl-C (SIGINT), or never if it cannot be listened for.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// As [`serve_tls`] (with `tls`) or [`serve_plain`] (without), until `shutdown` completes
+/// instead of Ctrl-C.
+///
+/// # Errors
+/// Never after it starts.
+pub async fn serve_until(
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    serve_connections(listener, tls.map(TlsAcceptor::from), router, shutdown).await
 }
 
 /// How long a connection may take to send its first byte, and a request its headers
@@ -152,6 +173,7 @@ async fn serve_connections(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
     router: Router,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // With a timer, HTTP/1 connections that do not send their headers in time are closed.
@@ -162,11 +184,10 @@ async fn serve_connections(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
-            _ = &mut ctrl_c => break,
+            () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
         let tcp = match accepted {

@@ -197,6 +197,44 @@ async fn exercise(url: &str) {
     assert_eq!(rows.len(), 154);
     let unique: BTreeSet<_> = rows.iter().map(|r| r.request_digest.clone()).collect();
     assert_eq!(unique.len(), 154);
+
+    // Batched writes (the gateway's ledger writer): idempotent on the digest, within a
+    // batch and against rows already recorded, and all durable, seen by the other replica.
+    let batch: Vec<UsageRow> = (5000..5040)
+        .chain(5030..5045)
+        .map(|i| row(&digest(i), "bob", "m", T0 + 3 * DAY, 1, 2))
+        .chain(std::iter::once(rows[0].clone()))
+        .collect();
+    let written = a.record_many(batch).await;
+    let written: Vec<bool> = written.into_iter().map(Result::unwrap).collect();
+    assert_eq!(written.len(), 56);
+    assert_eq!(written.iter().filter(|w| **w).count(), 45);
+    assert!(written[..40].iter().all(|w| *w));
+    assert!(written[40..50].iter().all(|w| !*w), "in-batch duplicates");
+    assert!(written[50..55].iter().all(|w| *w));
+    assert!(!written[55], "already recorded");
+    let again = b
+        .record_many(
+            (5000..5045)
+                .map(|i| row(&digest(i), "bob", "m", T0, 1, 2))
+                .collect(),
+        )
+        .await;
+    assert!(again.into_iter().all(|w| !w.unwrap()));
+    assert_eq!(b.usage_rows().await.unwrap().len(), 154 + 45);
+    assert!(a.record_many(Vec::new()).await.is_empty());
+
+    // The per-request lookup (a prepared statement kept per connection) sees a revocation
+    // made by another replica on its very next call.
+    let dave = NewKey::generate().unwrap();
+    b.create_key("dave", &dave.hash(), None, None, None)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(a.active_key_by_hash(&dave.hash()).await.unwrap().is_some());
+    }
+    assert!(b.revoke_key("dave").await.unwrap());
+    assert!(a.active_key_by_hash(&dave.hash()).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
