@@ -154,10 +154,12 @@ fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> Result<LayerNorm> {
 /// Rows of at least this many values in all are worth splitting between threads.
 const PARALLEL_MIN: usize = 1 << 15;
 
-/// Runs `f(first_row, rows)` on `data` (rows of `width` values) split into one run of
-/// whole rows per thread (as many threads as candle's products use; one for small
-/// inputs).
+/// Runs `f(first_row, rows)` on `data` (rows of `width` values) split into runs of whole
+/// rows, on the thread pool candle's products run on (its threads are awake right after
+/// a product; a thread spawned per pass was a wake-up from sleep each time), as many runs
+/// as that pool has threads; one run on this thread for small inputs.
 fn for_rows(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    use rayon::prelude::*;
     let width = width.max(1);
     let rows = data.len() / width;
     let threads = if data.len() >= PARALLEL_MIN {
@@ -170,17 +172,9 @@ fn for_rows(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync
         return;
     }
     let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut parts = data.chunks_mut(per * width).enumerate();
-        let first = parts.next();
-        for (i, part) in parts {
-            let f = &f;
-            s.spawn(move || f(i * per, part));
-        }
-        if let Some((_, part)) = first {
-            f(0, part);
-        }
-    });
+    data.par_chunks_mut(per * width)
+        .enumerate()
+        .for_each(|(i, part)| f(i * per, part));
 }
 
 /// `x` summed in eight lanes (vectorized by the compiler).
@@ -360,7 +354,10 @@ impl BertEncoder {
                 .to_dtype(candle_core::DType::F32)?
                 .flatten_all()?
                 .to_vec1()?;
-            let x = self.layers_cpu(x, &spans, &dev)?;
+            // On a thread of the pool the products and row passes fork onto: from any
+            // other thread each fork is a job injected into the pool and a futex wake-up
+            // and sleep of the caller (about a sixth of a batch's time).
+            let x = rayon::scope(|_| self.layers_cpu(x, &spans, &dev))?;
             return Tensor::from_vec(x, (total, h), &dev);
         }
         let mut x = x;
@@ -430,51 +427,87 @@ impl BertEncoder {
 
     /// Scaled dot-product attention of every input over its own tokens: `qkv` is
     /// `[tokens, 3 × hidden]` (queries, keys, values, each `heads × head_dim`), `ctx`
-    /// receives `[tokens, hidden]`.
+    /// receives `[tokens, hidden]`. `spans` are consecutive (as [`Self::forward_packed`]
+    /// makes them); the inputs are shared between the pool's threads when there are
+    /// enough tokens.
     fn attention(&self, qkv: &[f32], spans: &[std::ops::Range<usize>], ctx: &mut [f32]) {
+        use rayon::prelude::*;
+        let h = self.hidden;
+        // Each input's rows of `ctx`, in order.
+        let mut parts = Vec::with_capacity(spans.len());
+        let mut rest = ctx;
+        let mut at = 0;
+        for span in spans {
+            let skip = span.start.saturating_sub(at) * h;
+            let len = span.len() * h;
+            if rest.len() < skip + len {
+                break;
+            }
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(skip);
+            let (mine, tail) = tail.split_at_mut(len);
+            parts.push((span.clone(), mine));
+            rest = tail;
+            at = span.end;
+        }
+        if ctx_len(&parts) * 3 >= PARALLEL_MIN && parts.len() > 1 {
+            parts
+                .into_par_iter()
+                .for_each(|(span, out)| self.attend(qkv, span, out));
+        } else {
+            for (span, out) in parts {
+                self.attend(qkv, span, out);
+            }
+        }
+    }
+
+    /// [`Self::attention`] for one input: its tokens `span` of `qkv`, its rows `out`.
+    fn attend(&self, qkv: &[f32], span: std::ops::Range<usize>, out: &mut [f32]) {
         let (h, hd) = (self.hidden, self.head_dim);
         let row = 3 * h;
         #[allow(clippy::cast_precision_loss)]
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut scores = Vec::new();
+        let mut scores = Vec::with_capacity(span.len());
         let mut acc = vec![0f32; hd];
-        for span in spans {
-            for head in 0..self.heads {
-                let col = head * hd;
-                for i in span.clone() {
-                    let q = qkv
-                        .get(i * row + col..i * row + col + hd)
-                        .unwrap_or_default();
-                    scores.clear();
-                    for j in span.clone() {
-                        let k0 = j * row + h + col;
-                        let k = qkv.get(k0..k0 + hd).unwrap_or_default();
-                        scores.push(dot(q, k) * scale);
+        for head in 0..self.heads {
+            let col = head * hd;
+            for (n, i) in span.clone().enumerate() {
+                let q = qkv
+                    .get(i * row + col..i * row + col + hd)
+                    .unwrap_or_default();
+                scores.clear();
+                for j in span.clone() {
+                    let k0 = j * row + h + col;
+                    let k = qkv.get(k0..k0 + hd).unwrap_or_default();
+                    scores.push(dot(q, k) * scale);
+                }
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for s in &mut scores {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let inv = 1.0 / sum;
+                acc.fill(0.0);
+                for (j, &p) in span.clone().zip(&scores) {
+                    let v0 = j * row + 2 * h + col;
+                    let v = qkv.get(v0..v0 + hd).unwrap_or_default();
+                    for (a, &x) in acc.iter_mut().zip(v) {
+                        *a = p.mul_add(x, *a);
                     }
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for s in &mut scores {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let inv = 1.0 / sum;
-                    acc.fill(0.0);
-                    for (j, &p) in span.clone().zip(&scores) {
-                        let v0 = j * row + 2 * h + col;
-                        let v = qkv.get(v0..v0 + hd).unwrap_or_default();
-                        for (a, &x) in acc.iter_mut().zip(v) {
-                            *a = p.mul_add(x, *a);
-                        }
-                    }
-                    if let Some(out) = ctx.get_mut(i * h + col..i * h + col + hd) {
-                        for (o, a) in out.iter_mut().zip(&acc) {
-                            *o = a * inv;
-                        }
+                }
+                if let Some(o) = out.get_mut(n * h + col..n * h + col + hd) {
+                    for (o, a) in o.iter_mut().zip(&acc) {
+                        *o = a * inv;
                     }
                 }
             }
         }
     }
+}
+
+/// The values in the inputs' `ctx` rows, together.
+fn ctx_len(parts: &[(std::ops::Range<usize>, &mut [f32])]) -> usize {
+    parts.iter().map(|(_, p)| p.len()).sum()
 }
 
 /// `x · y` in eight lanes (vectorized by the compiler).
