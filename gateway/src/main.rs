@@ -195,23 +195,53 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
-    // `serve` with workers runs on this thread's runtime and starts the others itself.
-    let rt = match &cli.command {
-        Command::Serve(args) if args.workers != Some(0) => {
+    if let Command::Serve(args) = cli.command {
+        let file = file_config(&args)?;
+        let workers = workers(&args, &file);
+        // With workers, `serve` runs on this thread's runtime and starts the others
+        // itself; with none (0), on one work-stealing runtime.
+        let rt = if workers == 0 {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+        } else {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-        }
-        _ => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?,
-    };
+        };
+        return rt.block_on(serve_command(*args, file, workers));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(cli.command))
+}
+
+/// The `--config` file of `serve`, or the defaults when none is given.
+fn file_config(args: &ServeArgs) -> anyhow::Result<FileConfig> {
+    Ok(match &args.config {
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("parsing {}", p.display()))?,
+        None => FileConfig::default(),
+    })
+}
+
+/// Worker threads: the flag (or its environment variable), the file, or the CPU count.
+fn workers(args: &ServeArgs, file: &FileConfig) -> usize {
+    args.workers.or(file.workers).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    })
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve_command(*args).await,
+        Command::Serve(args) => {
+            let file = file_config(&args)?;
+            let workers = workers(&args, &file);
+            serve_command(*args, file, workers).await
+        }
         Command::Keys { command } => keys_command(command).await,
         Command::Usage {
             database,
@@ -244,14 +274,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
-    let file: FileConfig = match &args.config {
-        Some(p) => toml::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("parsing {}", p.display()))?,
-        None => FileConfig::default(),
-    };
+async fn serve_command(args: ServeArgs, file: FileConfig, workers: usize) -> anyhow::Result<()> {
     // TLS first: a broken certificate or key is refused before anything starts.
     let tls_cert = args.tls_cert.or(file.tls_cert);
     let tls_key = args.tls_key.or(file.tls_key);
@@ -309,9 +332,6 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
         .listen
         .or(file.listen)
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
-    let workers = args.workers.or(file.workers).unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
     let state = build_state(&settings).await?;
     if workers == 0 {
         let listener = tokio::net::TcpListener::bind(&listen)
