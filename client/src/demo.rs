@@ -55,9 +55,13 @@ pub fn format_reports(reports: &[BackendReport]) -> String {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("veil-demo-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
+    // `ctrl_c` installs its handler when first polled, so it is polled first (`biased`):
+    // the demo's first poll runs its blocking start-up (the child processes) before it
+    // yields, and a SIGINT then would have ended this process with its children left.
     let result = tokio::select! {
-        r = demo(&args, &work) => r,
+        biased;
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; stopping everything the demo started")),
+        r = demo(&args, &work) => r,
     };
     // Processes are stopped by their guards inside `demo` (dropped on return or on
     // interruption); the work directory goes too.
