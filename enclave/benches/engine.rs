@@ -33,6 +33,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+/// The allocator the `veil-enclave` binary runs with (its `main.rs`), so that the bench
+/// measures the engine as the enclave runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use serde_json::{Value, json};
 use veil_enclave::engine::EmbeddingModel;
 use veil_enclave::engine::bert::{BertEmbeddings, EmbeddingOptions};

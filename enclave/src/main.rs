@@ -14,6 +14,12 @@ use veil_enclave::platform::{self, GpuMode, TeeChoice};
 use veil_enclave::service::{Enclave, Settings};
 use veil_enclave::upstream::Upstream;
 
+/// mimalloc keeps freed blocks for reuse; glibc's malloc returned the embeddings'
+/// multi-megabyte buffers to the kernel and faulted them in again on the next product
+/// (see BENCHMARKS.md). The engine bench uses the same allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The attested inference service that runs inside the confidential VM.
 #[derive(Debug, Parser)]
 #[command(name = "veil-enclave", version, about, long_about = None)]

@@ -772,4 +772,41 @@ fn packed_bert_encoder_matches_candles_padded_bert_model() {
     }
     assert!(worst < 1e-4, "largest difference {worst}");
     assert!(ours.forward_packed(&[&[]]).is_err());
+
+    // A batch big enough to be split into one group of inputs per thread (on a machine
+    // with two or more, as CI has): each input's rows are what it gets alone.
+    let many: Vec<Vec<u32>> = (0..12u32)
+        .map(|i| {
+            std::iter::once(101)
+                .chain((0..18 + 2 * i).map(|j| 2000 + 37 * i + j))
+                .chain(std::iter::once(102))
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&[u32]> = many.iter().map(Vec::as_slice).collect();
+    let together = ours
+        .forward_packed(&refs)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(together.len(), many.iter().map(Vec::len).sum::<usize>());
+    let mut row = 0;
+    let mut worst = 0f32;
+    for seq in &refs {
+        let alone = ours
+            .forward_packed(&[seq])
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for token in &alone {
+            for (a, b) in together[row].iter().zip(token) {
+                worst = worst.max((a - b).abs());
+            }
+            row += 1;
+        }
+    }
+    assert!(
+        worst < 1e-4,
+        "batch against inputs alone: largest difference {worst}"
+    );
 }

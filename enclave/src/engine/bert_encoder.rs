@@ -82,10 +82,10 @@ impl Norm {
     }
 
     /// [`Norm::add_norm`] on every row of `data` (rows of `bias.len()` values), with
-    /// the same row of `residual`, split between the threads.
-    fn add_norm_rows(&self, data: &mut [f32], bias: &[f32], residual: &[f32]) {
+    /// the same row of `residual`, split between up to `threads` threads.
+    fn add_norm_rows(&self, data: &mut [f32], bias: &[f32], residual: &[f32], threads: usize) {
         let h = bias.len().max(1);
-        for_rows(data, h, |first, rows| {
+        for_rows(data, h, threads, |first, rows| {
             for (i, row) in rows.chunks_exact_mut(h).enumerate() {
                 let r = (first + i) * h;
                 let res = residual.get(r..r + h).unwrap_or_default();
@@ -154,16 +154,54 @@ fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> Result<LayerNorm> {
 /// Rows of at least this many values in all are worth splitting between threads.
 const PARALLEL_MIN: usize = 1 << 15;
 
+/// A batch is split into groups of inputs, one per thread, only where each group has at
+/// least this many tokens: below that a product is too small to keep a thread busy on
+/// its own and sharing each step between the threads is faster.
+const GROUP_MIN_TOKENS: usize = 128;
+
+/// Splits the consecutive inputs `spans` into at most `threads` runs of whole inputs
+/// (ranges of indices into `spans`) of about equal token counts, each with at least
+/// `min_tokens` tokens; one run (all of them) when the batch is too small to split.
+fn token_groups(
+    spans: &[std::ops::Range<usize>],
+    threads: usize,
+    min_tokens: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let total: usize = spans.iter().map(std::ops::Range::len).sum();
+    let n = threads
+        .min(spans.len())
+        .min(total / min_tokens.max(1))
+        .max(1);
+    if n == 1 {
+        #[allow(clippy::single_range_in_vec_init)] // one group: all the inputs
+        return vec![0..spans.len()];
+    }
+    let mut groups = Vec::with_capacity(n);
+    let (mut start, mut seen) = (0, 0);
+    for (i, span) in spans.iter().enumerate() {
+        seen += span.len();
+        // Close group k once its share of the tokens is reached, leaving at least one
+        // input for each later group.
+        let k = groups.len() + 1;
+        if k < n && seen * n >= total * k && spans.len() - (i + 1) >= n - k {
+            groups.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    groups.push(start..spans.len());
+    groups
+}
+
 /// Runs `f(first_row, rows)` on `data` (rows of `width` values) split into runs of whole
 /// rows, on the thread pool candle's products run on (its threads are awake right after
 /// a product; a thread spawned per pass was a wake-up from sleep each time), as many runs
-/// as that pool has threads; one run on this thread for small inputs.
-fn for_rows(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+/// as that pool has threads (at most `threads`); one run on this thread for small inputs.
+fn for_rows(data: &mut [f32], width: usize, threads: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     use rayon::prelude::*;
     let width = width.max(1);
     let rows = data.len() / width;
     let threads = if data.len() >= PARALLEL_MIN {
-        candle_core::utils::get_num_threads().clamp(1, rows.max(1))
+        threads.clamp(1, rows.max(1))
     } else {
         1
     };
@@ -226,10 +264,11 @@ fn erf_f32(x: f32) -> f32 {
     y.copysign(x)
 }
 
-/// `v ← act(v + bias)` over rows of `bias.len()` values, split between the threads.
-fn bias_act(data: &mut [f32], bias: &[f32], act: impl Fn(f32) -> f32 + Sync) {
+/// `v ← act(v + bias)` over rows of `bias.len()` values, split between up to `threads`
+/// threads.
+fn bias_act(data: &mut [f32], bias: &[f32], threads: usize, act: impl Fn(f32) -> f32 + Sync) {
     let width = bias.len().max(1);
-    for_rows(data, width, |_, rows| {
+    for_rows(data, width, threads, |_, rows| {
         for row in rows.chunks_exact_mut(width) {
             for (v, b) in row.iter_mut().zip(bias) {
                 *v = act(*v + b);
@@ -364,7 +403,12 @@ impl BertEncoder {
         let mut ctx = vec![0f32; total * h];
         for layer in &self.layers {
             let mut qkv = layer.qkv.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
-            self.attention(&qkv, &spans, &mut ctx);
+            self.attention(
+                &qkv,
+                &spans,
+                &mut ctx,
+                candle_core::utils::get_num_threads(),
+            );
             zeroize::Zeroize::zeroize(&mut qkv);
             let ctx_t = Tensor::from_slice(&ctx, (total, h), &dev)?;
             let attn = layer.attn_out.forward(&ctx_t)?;
@@ -382,42 +426,106 @@ impl BertEncoder {
         Ok(x)
     }
 
-    /// The layers on the CPU: the products through candle, everything between them in
-    /// fused passes over the rows ([`for_rows`]). `x` is `[tokens, hidden]`.
+    /// The layers on the CPU. A batch with enough tokens is split into one group of
+    /// whole inputs per thread, balanced by tokens, and each group runs through all the
+    /// layers on its own thread ([`Self::layers_rows`], its row passes on that thread):
+    /// the inputs of a batch meet only inside attention, which is per input anyway. The
+    /// threads then synchronize once per batch, where sharing every product and row pass
+    /// between them forked (and woke the pool's sleeping threads) several times per
+    /// product. A small batch runs as one group, every step shared between the threads.
     fn layers_cpu(
         &self,
         mut x: Vec<f32>,
         spans: &[std::ops::Range<usize>],
         dev: &candle_core::Device,
     ) -> Result<Vec<f32>> {
+        use rayon::prelude::*;
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let groups = token_groups(spans, threads, GROUP_MIN_TOKENS);
+        if groups.len() <= 1 {
+            return self.layers_rows(x, spans, dev, threads);
+        }
+        let h = self.hidden;
+        let parts: Vec<(Vec<f32>, Vec<std::ops::Range<usize>>)> = groups
+            .iter()
+            .map(|g| {
+                let first = spans.get(g.start).map_or(0, |s| s.start);
+                let last = spans.get(g.end - 1).map_or(first, |s| s.end);
+                let rows = x.get(first * h..last * h).unwrap_or_default().to_vec();
+                let local = spans
+                    .get(g.clone())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| s.start - first..s.end - first)
+                    .collect();
+                (rows, local)
+            })
+            .collect();
+        let len = x.len();
+        zeroize::Zeroize::zeroize(&mut x);
+        let outs: Vec<Result<Vec<f32>>> = parts
+            .into_par_iter()
+            .map(|(rows, local)| self.layers_rows(rows, &local, dev, 1))
+            .collect();
+        let mut out = Vec::with_capacity(len);
+        let mut failed = None;
+        for part in outs {
+            match part {
+                Ok(mut rows) => {
+                    out.extend_from_slice(&rows);
+                    zeroize::Zeroize::zeroize(&mut rows);
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) => {
+                zeroize::Zeroize::zeroize(&mut out);
+                Err(e)
+            }
+            None => Ok(out),
+        }
+    }
+
+    /// The layers over the rows `x` (`[tokens, hidden]`) of the inputs `spans`: the
+    /// products through candle, everything between them in fused passes over the rows
+    /// ([`for_rows`]), shared between up to `threads` threads.
+    fn layers_rows(
+        &self,
+        mut x: Vec<f32>,
+        spans: &[std::ops::Range<usize>],
+        dev: &candle_core::Device,
+        threads: usize,
+    ) -> Result<Vec<f32>> {
         let h = self.hidden;
         let total = x.len() / h.max(1);
         let mut ctx = vec![0f32; total * h];
         for layer in &self.layers {
             let mut qkv = layer.qkv.product(&x, total, dev)?;
-            bias_act(&mut qkv, &layer.qkv.b_vec, |v| v);
-            self.attention(&qkv, spans, &mut ctx);
+            bias_act(&mut qkv, &layer.qkv.b_vec, threads, |v| v);
+            self.attention(&qkv, spans, &mut ctx, threads);
             zeroize::Zeroize::zeroize(&mut qkv);
 
             let mut attn = layer.attn_out.product(&ctx, total, dev)?;
             layer
                 .attn_norm
-                .add_norm_rows(&mut attn, &layer.attn_out.b_vec, &x);
+                .add_norm_rows(&mut attn, &layer.attn_out.b_vec, &x, threads);
             zeroize::Zeroize::zeroize(&mut x);
             x = attn;
 
             let mut inter = layer.inter.product(&x, total, dev)?;
+            let b = &layer.inter.b_vec;
             // One monomorphic loop per activation, so that it inlines and vectorizes.
             match self.act {
-                HiddenAct::Gelu => bias_act(&mut inter, &layer.inter.b_vec, gelu_erf),
-                HiddenAct::GeluApproximate => {
-                    bias_act(&mut inter, &layer.inter.b_vec, gelu_tanh);
-                }
-                HiddenAct::Relu => bias_act(&mut inter, &layer.inter.b_vec, |v| v.max(0.0)),
+                HiddenAct::Gelu => bias_act(&mut inter, b, threads, gelu_erf),
+                HiddenAct::GeluApproximate => bias_act(&mut inter, b, threads, gelu_tanh),
+                HiddenAct::Relu => bias_act(&mut inter, b, threads, |v| v.max(0.0)),
             }
             let mut out = layer.out.product(&inter, total, dev)?;
             zeroize::Zeroize::zeroize(&mut inter);
-            layer.out_norm.add_norm_rows(&mut out, &layer.out.b_vec, &x);
+            layer
+                .out_norm
+                .add_norm_rows(&mut out, &layer.out.b_vec, &x, threads);
             zeroize::Zeroize::zeroize(&mut x);
             x = out;
         }
@@ -428,9 +536,15 @@ impl BertEncoder {
     /// Scaled dot-product attention of every input over its own tokens: `qkv` is
     /// `[tokens, 3 × hidden]` (queries, keys, values, each `heads × head_dim`), `ctx`
     /// receives `[tokens, hidden]`. `spans` are consecutive (as [`Self::forward_packed`]
-    /// makes them); the inputs are shared between the pool's threads when there are
-    /// enough tokens.
-    fn attention(&self, qkv: &[f32], spans: &[std::ops::Range<usize>], ctx: &mut [f32]) {
+    /// makes them); the inputs are shared between up to `threads` of the pool's threads
+    /// when there are enough tokens.
+    fn attention(
+        &self,
+        qkv: &[f32],
+        spans: &[std::ops::Range<usize>],
+        ctx: &mut [f32],
+        threads: usize,
+    ) {
         use rayon::prelude::*;
         let h = self.hidden;
         // Each input's rows of `ctx`, in order.
@@ -449,7 +563,7 @@ impl BertEncoder {
             rest = tail;
             at = span.end;
         }
-        if ctx_len(&parts) * 3 >= PARALLEL_MIN && parts.len() > 1 {
+        if threads > 1 && ctx_len(&parts) * 3 >= PARALLEL_MIN && parts.len() > 1 {
             parts
                 .into_par_iter()
                 .for_each(|(span, out)| self.attend(qkv, span, out));
@@ -530,7 +644,51 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{erf_f32, exp_f32, for_rows, gelu_erf};
+    use super::{erf_f32, exp_f32, for_rows, gelu_erf, token_groups};
+
+    /// Groups cover every input once, in order, each with at least the minimum of tokens,
+    /// as evenly as whole inputs allow.
+    #[test]
+    fn token_groups_split_whole_inputs_evenly() {
+        fn spans(lens: &[usize]) -> Vec<std::ops::Range<usize>> {
+            let mut at = 0;
+            lens.iter()
+                .map(|&l| {
+                    at += l;
+                    at - l..at
+                })
+                .collect()
+        }
+        let tokens = |s: &[std::ops::Range<usize>], g: &std::ops::Range<usize>| -> usize {
+            s[g.clone()].iter().map(std::ops::Range::len).sum()
+        };
+        // 32 inputs of 12 to 20 tokens, longest first, as the embedder orders them.
+        let lens: Vec<usize> = (0..32).map(|i| 20 - i % 9).collect();
+        let s = spans(&lens);
+        let g = token_groups(&s, 2, 128);
+        assert_eq!(g.len(), 2);
+        assert_eq!((g[0].start, g[0].end, g[1].end), (0, g[1].start, 32));
+        let (a, b) = (tokens(&s, &g[0]), tokens(&s, &g[1]));
+        assert!(a.abs_diff(b) <= 20, "{a} against {b} tokens");
+        // Too few tokens, one input, or one thread: a single group.
+        assert_eq!(token_groups(&s[..4], 2, 128), vec![0..4]);
+        assert_eq!(token_groups(&spans(&[500]), 2, 128), vec![0..1]);
+        assert_eq!(token_groups(&s, 1, 128), vec![0..32]);
+        // Uneven inputs: every group still gets an input, whatever the shares.
+        let s = spans(&[400, 1, 1]);
+        let g = token_groups(&s, 3, 1);
+        assert_eq!(g, vec![0..1, 1..2, 2..3]);
+        for threads in 1..6 {
+            let s = spans(&lens);
+            let g = token_groups(&s, threads, 16);
+            assert_eq!(g.len(), threads.min(32));
+            assert!(
+                g.windows(2)
+                    .all(|w| w[0].end == w[1].start && !w[0].is_empty())
+            );
+            assert_eq!((g[0].start, g.last().unwrap().end), (0, 32));
+        }
+    }
 
     #[test]
     fn exp_matches_std_within_f32_rounding() {
@@ -574,7 +732,7 @@ mod tests {
         for rows in [1usize, 3, 100, 4096] {
             let width = 16;
             let mut data = vec![0f32; rows * width];
-            for_rows(&mut data, width, |first, part| {
+            for_rows(&mut data, width, 2, |first, part| {
                 for (i, row) in part.chunks_exact_mut(width).enumerate() {
                     for v in row {
                         #[allow(clippy::cast_precision_loss)]
