@@ -17,6 +17,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+/// The allocator veil's binaries (`veil`, `veil-enclave`) run with, so that buffers are
+/// allocated here as they are there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ring::aead::{AES_128_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};

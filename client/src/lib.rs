@@ -737,7 +737,9 @@ impl Client {
             if status != 200 {
                 return Err(outer_error(status, body.to_vec(), retry_after));
             }
-            let mut response = pending.open(&body)?;
+            // Opened in place in the received buffer (taken over without a copy where it
+            // arrived as one unshared buffer).
+            let mut response = pending.open_owned(Vec::from(body))?;
             let receipt = check_receipt(
                 &backend,
                 response.trailers.get(RECEIPT_FIELD),

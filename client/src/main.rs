@@ -15,6 +15,12 @@ use serde_json::{Value, json};
 use veil_attestation::verify::Policy;
 use veil_client::{Client, OuterMeta, Reply, json_request};
 
+/// mimalloc, as in `veil-enclave`: glibc's malloc maps and unmaps each buffer of a
+/// megabyte or more, so that sealing and opening a large body page-faulted its buffers
+/// in every time (the copying 1 MiB round trip took twice as long; see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// veil's client: verify attestation, then talk to enclaves only through sealed requests.
 #[derive(Debug, Parser)]
 #[command(name = "veil", version, about, long_about = None)]

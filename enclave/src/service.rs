@@ -764,8 +764,9 @@ async fn ohttp(State(e): State<Arc<Enclave>>, headers: HeaderMap, body: Body) ->
             }
         }
     } else {
-        let opened = keys.open_request(&key_id, &sealed, &limits);
-        drop(sealed);
+        // Opened in place in the received buffer (taken over without a copy where the
+        // body arrived as one unshared buffer).
+        let opened = keys.open_request_owned(&key_id, Vec::from(sealed), &limits);
         let (request, sealer) = match opened {
             Ok(x) => x,
             Err(err) => return unopened(&err),
