@@ -168,6 +168,10 @@ pub async fn serve_until(
 /// How long a connection may take to send its first byte, and a request its headers
 /// (slowloris): past it the connection is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent HTTP/2 streams per connection.
+pub const H2_MAX_STREAMS: u32 = 100;
+/// Largest HTTP/2 header list accepted (decoded), in bytes.
+pub const H2_MAX_HEADER_LIST: u32 = 16 << 10;
 
 async fn serve_connections(
     listener: TcpListener,
@@ -181,7 +185,17 @@ async fn serve_connections(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 limits, explicit (hyper's defaults are close to them): streams per
+    // connection, the header list (a CONTINUATION flood ends there), and streams
+    // reset before they were served (rapid reset, CVE-2023-44487) or refused for
+    // errors, past which the connection gets GOAWAY.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(256);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

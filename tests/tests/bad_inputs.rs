@@ -6,7 +6,8 @@
 //! Categories: OHTTP envelopes, chunked OHTTP framing, Binary HTTP inside a valid envelope,
 //! key ids, oversize bodies and headers, the inner request (JSON, UTF-8, content type,
 //! path, method, outer metadata), header injection and request smuggling, attestation
-//! bundles (client-side verification), API keys, SQL-shaped key names, slowloris.
+//! bundles (client-side verification), API keys, SQL-shaped key names, HTTP/2 (rapid reset,
+//! CONTINUATION flood, header list and stream limits, PING and SETTINGS floods), slowloris.
 //!
 //! Each case is recorded as (category, name, expected, actual); a summary line per
 //! category ("N cases tried, M as expected") is printed for RELIABILITY.md, and the test
@@ -846,6 +847,7 @@ async fn bad_input_catalogue() {
     bundle_cases(&bundle_a, &bundle_b, &mut cat);
     api_key_cases(&s, &revoked, &mut cat).await;
     key_name_cases(&s, &db, &mut cat).await;
+    http2_cases(&s, &mut cat).await;
 
     // Slowloris: every slow connection closed within the bound, and normal requests
     // answered while they were open.
@@ -2582,6 +2584,358 @@ async fn key_name_cases(s: &Stack, db: &str, cat: &mut Catalogue) {
         &Expect::Sealed(200, ""),
         &out,
     );
+}
+
+// ------------------------------------------------------------------ HTTP/2
+
+/// The client connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_DATA: u8 = 0x0;
+const H2_HEADERS: u8 = 0x1;
+const H2_RST_STREAM: u8 = 0x3;
+const H2_SETTINGS: u8 = 0x4;
+const H2_PING: u8 = 0x6;
+const H2_GOAWAY: u8 = 0x7;
+const H2_CONTINUATION: u8 = 0x9;
+const H2_END_STREAM: u8 = 0x1;
+const H2_END_HEADERS: u8 = 0x4;
+/// RST_STREAM / GOAWAY error codes (RFC 9113 §7).
+const H2_CANCEL: u32 = 0x8;
+const H2_REFUSED_STREAM: u32 = 0x7;
+
+/// One frame (RFC 9113 §4.1) appended to `out`.
+fn h2_frame(out: &mut Vec<u8>, ty: u8, flags: u8, stream: u32, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).unwrap();
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.push(ty);
+    out.push(flags);
+    out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1).
+fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, v: usize) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(first | u8::try_from(v).unwrap());
+        return;
+    }
+    out.push(first | u8::try_from(max).unwrap());
+    let mut v = v - max;
+    while v >= 128 {
+        out.push(u8::try_from(v % 128).unwrap() | 0x80);
+        v /= 128;
+    }
+    out.push(u8::try_from(v).unwrap());
+}
+
+/// A literal header field without indexing, new name, no Huffman (RFC 7541 §6.2.2).
+fn hpack_literal(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.push(0x00);
+    hpack_int(out, 0, 7, name.len());
+    out.extend_from_slice(name.as_bytes());
+    hpack_int(out, 0, 7, value.len());
+    out.extend_from_slice(value);
+}
+
+/// The header block of a request to `path` with `extra` fields.
+fn h2_block(method: &str, path: &str, extra: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    hpack_literal(&mut b, ":method", method.as_bytes());
+    hpack_literal(&mut b, ":scheme", b"http");
+    hpack_literal(&mut b, ":path", path.as_bytes());
+    hpack_literal(&mut b, ":authority", b"veil.test");
+    for (n, v) in extra {
+        hpack_literal(&mut b, n, v);
+    }
+    b
+}
+
+/// The preface and an empty SETTINGS frame.
+fn h2_start() -> Vec<u8> {
+    let mut out = H2_PREFACE.to_vec();
+    h2_frame(&mut out, H2_SETTINGS, 0, 0, &[]);
+    out
+}
+
+/// What the server sent on one HTTP/2 connection.
+#[derive(Debug, Default)]
+struct H2Seen {
+    /// (type, flags, stream, payload) of every complete frame.
+    frames: Vec<(u8, u8, u32, Vec<u8>)>,
+    /// The server closed (or reset) the connection before the deadline.
+    closed: bool,
+    /// Bytes of `send` the server took before the connection failed.
+    sent: usize,
+}
+
+impl H2Seen {
+    fn goaway(&self) -> Option<u32> {
+        self.frames
+            .iter()
+            .find(|f| f.0 == H2_GOAWAY)
+            .and_then(|f| f.3.get(4..8))
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+    }
+    fn resets(&self, code: u32) -> usize {
+        self.frames
+            .iter()
+            .filter(|f| f.0 == H2_RST_STREAM && f.3.get(..4) == Some(&code.to_be_bytes()[..]))
+            .count()
+    }
+    /// The `:status` of the response on `stream`, where the server sent it as an indexed
+    /// field of HPACK's static table (RFC 7541 Appendix A: 8 to 14).
+    fn status(&self, stream: u32) -> Option<u16> {
+        let f = self
+            .frames
+            .iter()
+            .find(|f| f.0 == H2_HEADERS && f.2 == stream)?;
+        // Skip the pad length and priority fields when flagged.
+        let mut p = &f.3[..];
+        if f.1 & 0x8 != 0 {
+            p = p.get(1..)?;
+        }
+        if f.1 & 0x20 != 0 {
+            p = p.get(5..)?;
+        }
+        match p.first()? {
+            0x88 => Some(200),
+            0x89 => Some(204),
+            0x8a => Some(206),
+            0x8b => Some(304),
+            0x8c => Some(400),
+            0x8d => Some(404),
+            0x8e => Some(500),
+            _ => Some(0), // some other status, sent as a literal
+        }
+    }
+    fn ended(&self) -> bool {
+        self.closed || self.goaway().is_some()
+    }
+    fn summary(&self) -> String {
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for f in &self.frames {
+            let k = match f.0 {
+                H2_DATA => "DATA",
+                H2_HEADERS => "HEADERS",
+                H2_RST_STREAM => "RST_STREAM",
+                H2_SETTINGS => "SETTINGS",
+                H2_PING => "PING",
+                H2_GOAWAY => "GOAWAY",
+                _ => "other",
+            };
+            *kinds.entry(k).or_default() += 1;
+        }
+        format!(
+            "frames {kinds:?}, GOAWAY code {:?}, {}, {} bytes taken",
+            self.goaway(),
+            if self.closed { "closed" } else { "open" },
+            self.sent
+        )
+    }
+}
+
+/// Writes `send` to a new connection to `addr` (in 16 KiB writes, beside the reads) and
+/// reads frames until `done` says so, the server closes, or `wait` passes.
+async fn h2_exchange(
+    addr: SocketAddr,
+    send: Vec<u8>,
+    wait: Duration,
+    done: impl Fn(&H2Seen) -> bool,
+) -> H2Seen {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in send.chunks(16 << 10) {
+            if wr.write_all(chunk).await.is_err() {
+                return;
+            }
+            counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+        let _ = wr.flush().await;
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        drop(wr);
+    });
+    let mut seen = H2Seen::default();
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rd.read(&mut buf)).await {
+            Err(_) => break,
+            Ok(Ok(0) | Err(_)) => {
+                seen.closed = true;
+                break;
+            }
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+        }
+        while raw.len() >= 9 {
+            let len = usize::try_from(u32::from_be_bytes([0, raw[0], raw[1], raw[2]])).unwrap();
+            if raw.len() < 9 + len {
+                break;
+            }
+            let stream = u32::from_be_bytes([raw[5], raw[6], raw[7], raw[8]]) & 0x7fff_ffff;
+            seen.frames
+                .push((raw[3], raw[4], stream, raw[9..9 + len].to_vec()));
+            raw.drain(..9 + len);
+        }
+        if done(&seen) {
+            break;
+        }
+    }
+    writer.abort();
+    seen.sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    seen
+}
+
+/// HTTP/2 (cleartext, prior knowledge) attacks on both hops. Each must end in a refusal
+/// of the stream or the connection, with the process still serving: the servers run
+/// hyper's HTTP/2 with the limits set in `serve.rs` / `tls.rs`.
+async fn http2_cases(s: &Stack, cat: &mut Catalogue) {
+    const WAIT: Duration = Duration::from_secs(15);
+    let auth = format!("Bearer {}", s.key);
+    let key_id = s.x25519.id().to_string();
+    for hop in [Hop::Enclave, Hop::Gateway] {
+        let addr = s.addr(hop);
+        let path = Stack::path(hop);
+        let mut fields: Vec<(&str, &[u8])> = vec![
+            ("content-type", b"message/ohttp-req"),
+            ("veil-key-id", key_id.as_bytes()),
+        ];
+        if hop == Hop::Gateway {
+            fields.push(("authorization", auth.as_bytes()));
+        }
+        let post = h2_block("POST", path, &fields);
+        let name = |what: &str| format!("{}: {what}", hop.label());
+
+        // Served at all: a GET /healthz over h2c.
+        let mut send = h2_start();
+        h2_frame(
+            &mut send,
+            H2_HEADERS,
+            H2_END_STREAM | H2_END_HEADERS,
+            1,
+            &h2_block("GET", "/healthz", &[]),
+        );
+        let seen = h2_exchange(addr, send, WAIT, |s| s.status(1).is_some()).await;
+        cat.record(
+            "HTTP/2",
+            name("GET /healthz over h2c (prior knowledge)"),
+            ":status 200",
+            seen.status(1)
+                .map_or_else(|| seen.summary(), |c| format!(":status {c}")),
+            seen.status(1) == Some(200),
+        );
+
+        // Rapid reset (CVE-2023-44487): 1000 streams opened and cancelled at once.
+        let mut send = h2_start();
+        for i in 0..1000u32 {
+            let id = 1 + 2 * i;
+            h2_frame(&mut send, H2_HEADERS, H2_END_HEADERS, id, &post);
+            h2_frame(&mut send, H2_RST_STREAM, 0, id, &H2_CANCEL.to_be_bytes());
+        }
+        let seen = h2_exchange(addr, send, WAIT, H2Seen::ended).await;
+        cat.record(
+            "HTTP/2",
+            name("rapid reset: 1000 streams opened and cancelled in one burst"),
+            "GOAWAY or connection closed",
+            seen.summary(),
+            seen.ended(),
+        );
+
+        // CONTINUATION flood: one header block that never ends, 4 MiB of it.
+        let mut send = h2_start();
+        h2_frame(&mut send, H2_HEADERS, 0, 1, &post);
+        let mut filler = Vec::new();
+        while filler.len() < (16 << 10) - 64 {
+            hpack_literal(&mut filler, "x-flood", &[b'a'; 100]);
+        }
+        for _ in 0..256 {
+            h2_frame(&mut send, H2_CONTINUATION, 0, 1, &filler);
+        }
+        // END_HEADERS is never sent, so a GOAWAY (or a close) is the server cutting the
+        // block off, not answering it.
+        let seen = h2_exchange(addr, send, WAIT, H2Seen::ended).await;
+        cat.record(
+            "HTTP/2",
+            name("CONTINUATION flood: a header block of 4 MiB without END_HEADERS"),
+            "GOAWAY or connection closed",
+            seen.summary(),
+            seen.ended(),
+        );
+
+        // A header list over the limit, ending properly: refused (431, a reset or GOAWAY).
+        let mut send = h2_start();
+        let big = vec![b'b'; 64 << 10];
+        let mut block = post.clone();
+        hpack_literal(&mut block, "x-big", &big);
+        let mut parts = block.chunks(16 << 10).peekable();
+        let mut first = true;
+        while let Some(p) = parts.next() {
+            let last = parts.peek().is_none();
+            let ty = if first { H2_HEADERS } else { H2_CONTINUATION };
+            let flags =
+                if last { H2_END_HEADERS } else { 0 } | if first { H2_END_STREAM } else { 0 };
+            h2_frame(&mut send, ty, flags, 1, p);
+            first = false;
+        }
+        let seen = h2_exchange(addr, send, WAIT, |s| {
+            s.ended() || s.status(1).is_some() || s.frames.iter().any(|f| f.0 == H2_RST_STREAM)
+        })
+        .await;
+        let refused = seen.ended()
+            || seen.status(1).is_some_and(|c| c != 200)
+            || seen.frames.iter().any(|f| f.0 == H2_RST_STREAM && f.2 == 1);
+        cat.record(
+            "HTTP/2",
+            name("a 64 KiB header list"),
+            "refused: a non-200 status, RST_STREAM or GOAWAY",
+            seen.summary(),
+            refused,
+        );
+
+        // More concurrent streams than the limit: the ones past it refused.
+        let mut send = h2_start();
+        for i in 0..150u32 {
+            h2_frame(&mut send, H2_HEADERS, H2_END_HEADERS, 1 + 2 * i, &post);
+        }
+        let seen = h2_exchange(addr, send, WAIT, |s| {
+            s.ended() || s.resets(H2_REFUSED_STREAM) > 0
+        })
+        .await;
+        cat.record(
+            "HTTP/2",
+            name("150 streams held open without bodies (limit 100)"),
+            "the streams past the limit refused (REFUSED_STREAM) or GOAWAY",
+            seen.summary(),
+            seen.resets(H2_REFUSED_STREAM) > 0 || seen.goaway().is_some(),
+        );
+
+        // PING and SETTINGS floods, the answers never read: the connection may live or
+        // end, but the server must keep serving others.
+        for (what, ty, payload) in [
+            ("PING", H2_PING, vec![0u8; 8]),
+            ("SETTINGS", H2_SETTINGS, Vec::new()),
+        ] {
+            let mut send = h2_start();
+            for _ in 0..20_000 {
+                h2_frame(&mut send, ty, 0, 0, &payload);
+            }
+            let _ = h2_exchange(addr, send, Duration::from_secs(3), |_| false).await;
+            let h = tokio::time::timeout(Duration::from_secs(10), get(addr, "/healthz")).await;
+            let status = h.map_or(0, |r| r.status);
+            cat.record(
+                "HTTP/2",
+                name(&format!("{what} flood: 20000 frames, the answers unread")),
+                "the hop still answers /healthz (200)",
+                status.to_string(),
+                status == 200,
+            );
+        }
+    }
 }
 
 // ------------------------------------------------------------------ slowloris
