@@ -726,8 +726,8 @@ fn packed_bert_encoder_matches_candles_padded_bert_model() {
     let ours = BertEncoder::load(&vb, &config).unwrap();
     let theirs = BertModel::load(vb, &config).unwrap();
     // Four inputs of different lengths: candle pads them to the longest and masks the
-    // padding; the packed form has no padding at all. The long one makes the batch big
-    // enough for the CPU path to split its row passes between threads.
+    // padding; the packed form has no padding at all (and, with two or more threads,
+    // runs them as one group of inputs per thread).
     let long: Vec<u32> = std::iter::once(101)
         .chain(2000..2060)
         .chain(std::iter::once(102))
@@ -772,6 +772,31 @@ fn packed_bert_encoder_matches_candles_padded_bert_model() {
     }
     assert!(worst < 1e-4, "largest difference {worst}");
     assert!(ours.forward_packed(&[&[]]).is_err());
+
+    // One long input alone: a single group, its row passes shared between the threads.
+    let alone: Vec<u32> = std::iter::once(101)
+        .chain(3000..3198)
+        .chain(std::iter::once(102))
+        .collect();
+    let ids = Tensor::from_vec(alone.clone(), (1, alone.len()), &Device::Cpu).unwrap();
+    let padded = theirs
+        .forward(&ids, &ids.zeros_like().unwrap(), None)
+        .unwrap()
+        .to_vec3::<f32>()
+        .unwrap();
+    let packed = ours
+        .forward_packed(&[&alone])
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(packed.len(), alone.len());
+    let mut worst = 0f32;
+    for (a, b) in packed.iter().zip(&padded[0]) {
+        for (x, y) in a.iter().zip(b) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    assert!(worst < 1e-4, "one long input: largest difference {worst}");
 
     // A batch big enough to be split into one group of inputs per thread (on a machine
     // with two or more, as CI has): each input's rows are what it gets alone.
