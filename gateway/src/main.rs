@@ -195,26 +195,34 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
-    if let Command::Serve(args) = cli.command {
-        let file = file_config(&args)?;
-        let workers = workers(&args, &file);
-        // With workers, `serve` runs on this thread's runtime and starts the others
-        // itself; with none (0), on one work-stealing runtime.
-        let rt = if workers == 0 {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-        } else {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-        };
-        return rt.block_on(serve_command(*args, file, workers));
+    let multi_thread = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            // The config file is read first: its worker count chooses the runtime. With
+            // workers, `serve` runs on this thread's runtime and starts the others
+            // itself; with none (0), on one work-stealing runtime.
+            let file = file_config(&args)?;
+            let workers = workers(&args, &file);
+            let rt = if workers == 0 {
+                multi_thread()?
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            };
+            rt.block_on(serve_command(*args, file, workers))
+        }
+        Command::Keys { command } => multi_thread()?.block_on(keys_command(command)),
+        Command::Usage {
+            database,
+            period,
+            json,
+        } => multi_thread()?.block_on(usage_command(&database, period, json)),
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run(cli.command))
 }
 
 /// The `--config` file of `serve`, or the defaults when none is given.
@@ -235,43 +243,25 @@ fn workers(args: &ServeArgs, file: &FileConfig) -> usize {
     })
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Serve(args) => {
-            let file = file_config(&args)?;
-            let workers = workers(&args, &file);
-            serve_command(*args, file, workers).await
-        }
-        Command::Keys { command } => keys_command(command).await,
-        Command::Usage {
-            database,
-            period,
-            json,
-        } => {
-            let store = Store::open(&database).await?;
-            let totals = aggregate(&store.usage_rows().await?, period);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&totals)?);
-            } else {
-                println!(
-                    "{:<14} {:<24} {:<28} {:>9} {:>12} {:>12}",
-                    "period", "key", "model", "requests", "prompt", "completion"
-                );
-                for t in totals {
-                    println!(
-                        "{:<14} {:<24} {:<28} {:>9} {:>12} {:>12}",
-                        t.period,
-                        t.key_name,
-                        t.model,
-                        t.requests,
-                        t.prompt_tokens,
-                        t.completion_tokens
-                    );
-                }
-            }
-            Ok(())
+/// `usage`: the ledger's totals per period, key and model.
+async fn usage_command(database: &str, period: Period, json: bool) -> anyhow::Result<()> {
+    let store = Store::open(database).await?;
+    let totals = aggregate(&store.usage_rows().await?, period);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&totals)?);
+    } else {
+        println!(
+            "{:<14} {:<24} {:<28} {:>9} {:>12} {:>12}",
+            "period", "key", "model", "requests", "prompt", "completion"
+        );
+        for t in totals {
+            println!(
+                "{:<14} {:<24} {:<28} {:>9} {:>12} {:>12}",
+                t.period, t.key_name, t.model, t.requests, t.prompt_tokens, t.completion_tokens
+            );
         }
     }
+    Ok(())
 }
 
 async fn serve_command(args: ServeArgs, file: FileConfig, workers: usize) -> anyhow::Result<()> {

@@ -194,10 +194,10 @@ fn token_groups(
     groups
 }
 
-/// Runs `f(first_row, rows)` on `data` (rows of `width` values) split into runs of whole
-/// rows, on the thread pool candle's products run on (its threads are awake right after
-/// a product; a thread spawned per pass was a wake-up from sleep each time), as many runs
-/// as that pool has threads (at most `threads`); one run on this thread for small inputs.
+/// Runs `f(first_row, rows)` on `data` (rows of `width` values) split into `threads` runs
+/// of whole rows, on the thread pool candle's products run on (its threads are awake
+/// right after a product; a thread spawned per pass was a wake-up from sleep each time);
+/// one run on this thread for small inputs.
 fn for_rows(data: &mut [f32], width: usize, threads: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     use rayon::prelude::*;
     let width = width.max(1);

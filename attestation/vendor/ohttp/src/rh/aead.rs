@@ -40,7 +40,8 @@ fn algorithm(id: AeadId) -> &'static ring::aead::Algorithm {
 }
 
 /// Whether AES-GCM runs on AWS-LC on this CPU: where AWS-LC takes its AVX-512 path.
-pub fn aes_gcm_on_aws_lc() -> bool {
+/// (`is_x86_feature_detected!` reads a cached word: cheap enough per key.)
+fn aes_gcm_on_aws_lc() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("vaes")
