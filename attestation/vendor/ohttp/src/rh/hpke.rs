@@ -3,10 +3,10 @@
 //! veil patch: upstream ran HPKE entirely inside the `hpke` crate, whose contexts do
 //! not hand out their key and base nonce, so the symmetric work had to use its
 //! `RustCrypto` AEADs and could not be done in place. Here the KEM shared secret comes
-//! from `hpke`'s KEMs (P-256, X-Wing) or from `super::x25519` (DHKEM(X25519)); the key
-//! schedule (RFC 9180 §5.1, HKDF-SHA256 from the same `hkdf`/`sha2` crates `hpke`
-//! uses) is written out here, and the derived key and base nonce feed `ring`'s AEAD
-//! (`super::aead`), which seals and opens in place. Every intermediate secret (shared
+//! from `hpke`'s P-256 KEM, from `super::x25519` (DHKEM(X25519)) or from
+//! `super::xwing` (X-Wing); the key schedule (RFC 9180 §5.1, HKDF-SHA256 from the same
+//! `hkdf`/`sha2` crates `hpke` uses) is written out here, and the derived key and base
+//! nonce feed `super::aead` (ring or AWS-LC), which seals and opens in place. Every intermediate secret (shared
 //! secret, PRKs, key, base nonce, exporter secret) is wiped on drop.
 
 use std::ops::Deref;
@@ -25,7 +25,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::{
     SymKey,
     aead::{Aead as AeadCtx, Mode, NONCE_LEN, TAG_LEN},
-    x25519,
+    x25519, xwing,
 };
 use crate::{
     Error, Res,
@@ -90,7 +90,7 @@ impl Default for Config {
 pub enum PublicKey {
     X25519(x25519::PublicKey),
     P256(<DhP256HkdfSha256 as KemTrait>::PublicKey),
-    XWing(<XWing as KemTrait>::PublicKey),
+    XWing(xwing::PublicKey),
 }
 
 impl PublicKey {
@@ -99,15 +99,18 @@ impl PublicKey {
         Ok(match self {
             Self::X25519(k) => Vec::from(&k.bytes()[..]),
             Self::P256(k) => Vec::from(k.to_bytes().as_slice()),
-            Self::XWing(k) => Vec::from(k.to_bytes().as_slice()),
+            Self::XWing(k) => Vec::from(&k.bytes()[..]),
         })
     }
 
     /// veil patch: precompute what makes repeated encapsulation to this key faster
-    /// (see `x25519::PublicKey::precompute`); nothing for the other KEMs.
+    /// (see `x25519::PublicKey::precompute`, also X-Wing's X25519 half); nothing for
+    /// P-256.
     pub fn precompute(&mut self) {
-        if let Self::X25519(k) = self {
-            k.precompute();
+        match self {
+            Self::X25519(k) => k.precompute(),
+            Self::XWing(k) => k.precompute(),
+            Self::P256(_) => {}
         }
     }
 }
@@ -127,7 +130,7 @@ impl std::fmt::Debug for PublicKey {
 pub enum PrivateKey {
     X25519(x25519::KeyPair),
     P256(<DhP256HkdfSha256 as KemTrait>::PrivateKey),
-    XWing(<XWing as KemTrait>::PrivateKey),
+    XWing(xwing::PrivateKey),
 }
 
 impl PrivateKey {
@@ -136,7 +139,7 @@ impl PrivateKey {
         Ok(match self {
             Self::X25519(k) => Vec::from(&k.secret_bytes()[..]),
             Self::P256(k) => Vec::from(k.to_bytes().as_slice()),
-            Self::XWing(k) => Vec::from(k.to_bytes().as_slice()),
+            Self::XWing(k) => Vec::from(&k.seed()[..]),
         })
     }
 }
@@ -233,10 +236,7 @@ fn encap(kem: Kem, pk_r: &PublicKey) -> Res<(Secret, Vec<u8>)> {
             let (ss, enc) = DhP256HkdfSha256::encap(pk_r, None)?;
             Ok((copy_secret(&ss.0)?, Vec::from(enc.to_bytes().as_slice())))
         }
-        (Kem::XWing, PublicKey::XWing(pk_r)) => {
-            let (ss, enc) = XWing::encap(pk_r, None)?;
-            Ok((copy_secret(&ss.0)?, Vec::from(enc.to_bytes().as_slice())))
-        }
+        (Kem::XWing, PublicKey::XWing(pk_r)) => pk_r.encap(),
         _ => Err(Error::InvalidKeyType),
     }
 }
@@ -256,11 +256,7 @@ fn decap(kem: Kem, sk_r: &PrivateKey, enc: &[u8]) -> Res<Secret> {
             let ss = DhP256HkdfSha256::decap(sk_r, None, &enc)?;
             copy_secret(&ss.0)
         }
-        (Kem::XWing, PrivateKey::XWing(sk_r)) => {
-            let enc = <XWing as KemTrait>::EncappedKey::from_bytes(enc)?;
-            let ss = XWing::decap(sk_r, None, &enc)?;
-            copy_secret(&ss.0)
-        }
+        (Kem::XWing, PrivateKey::XWing(sk_r)) => sk_r.decap(enc),
         _ => Err(Error::InvalidKeyType),
     }
 }
@@ -432,7 +428,7 @@ impl HpkeR {
             Kem::P256Sha256 => {
                 PublicKey::P256(<DhP256HkdfSha256 as KemTrait>::PublicKey::from_bytes(k)?)
             }
-            Kem::XWing => PublicKey::XWing(<XWing as KemTrait>::PublicKey::from_bytes(k)?),
+            Kem::XWing => PublicKey::XWing(xwing::PublicKey::from_bytes(k)?),
         })
     }
 }
@@ -488,7 +484,8 @@ pub fn generate_key_pair(kem: Kem) -> Res<(PrivateKey, PublicKey)> {
             (PrivateKey::P256(sk), PublicKey::P256(pk))
         }
         Kem::XWing => {
-            let (sk, pk) = XWing::gen_keypair();
+            let sk = xwing::PrivateKey::generate()?;
+            let pk = sk.public().clone();
             (PrivateKey::XWing(sk), PublicKey::XWing(pk))
         }
     };
@@ -518,8 +515,8 @@ pub fn import_key_pair(kem: Kem, sk: &[u8]) -> Res<(PrivateKey, PublicKey)> {
             (PrivateKey::P256(sk), PublicKey::P256(pk))
         }
         Kem::XWing => {
-            let sk = <XWing as KemTrait>::PrivateKey::from_bytes(sk)?;
-            let pk = XWing::sk_to_pk(&sk);
+            let sk = xwing::PrivateKey::from_seed(sk)?;
+            let pk = sk.public().clone();
             (PrivateKey::XWing(sk), PublicKey::XWing(pk))
         }
     };
@@ -543,7 +540,11 @@ pub fn derive_key_pair(kem: Kem, ikm: &[u8]) -> Res<(PrivateKey, PublicKey)> {
             (PrivateKey::P256(sk), PublicKey::P256(pk))
         }
         Kem::XWing => {
-            let (sk, pk) = XWing::derive_keypair(ikm);
+            // The draft's `DeriveKeyPair` (SHAKE256 `LabeledDerive`) from the `hpke`
+            // crate; the seed it gives is expanded here.
+            let (seed, _) = XWing::derive_keypair(ikm);
+            let sk = xwing::PrivateKey::from_seed(seed.to_bytes().as_slice())?;
+            let pk = sk.public().clone();
             (PrivateKey::XWing(sk), PublicKey::XWing(pk))
         }
     };

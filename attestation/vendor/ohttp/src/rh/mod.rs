@@ -8,6 +8,7 @@ pub mod aead;
 pub mod hkdf;
 pub mod hpke;
 pub mod x25519;
+pub mod xwing;
 
 use zeroize::Zeroize;
 
