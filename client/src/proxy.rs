@@ -24,7 +24,6 @@ use axum::routing::{get, post};
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use veil_attestation::channel::Request;
 
 use crate::{Client, ClientError, OuterMeta, Reply, json_request, meta_of};
@@ -110,54 +109,32 @@ async fn forward(client: &Client, request: &Request, meta: &OuterMeta) -> Respon
             }
             r
         }
-        Ok(Reply::Stream(mut s)) => {
-            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(32);
-            tokio::spawn(async move {
-                loop {
-                    match s.next_event().await {
-                        Ok(Some(ev)) => {
-                            if tx
-                                .send(Ok(Frame::data(Bytes::from(ev.to_vec()))))
-                                .await
-                                .is_err()
-                            {
-                                return; // the local client went away: dropping `s` cancels upstream
-                            }
-                        }
-                        Ok(None) => break,
+        Ok(Reply::Stream(s)) => {
+            // The response body pulls each event from upstream when the local client's
+            // connection is ready for it (no task or queue between them: one hand-off
+            // fewer per event, and upstream is read only as fast as the client reads).
+            // Dropping the body (the client went away) drops the stream, which cancels
+            // upstream.
+            let stream = futures::stream::unfold(Some(s), |s| async move {
+                let mut s = s?;
+                let frame = |text: Vec<u8>| Ok::<_, Infallible>(Frame::data(Bytes::from(text)));
+                match s.next_event().await {
+                    Ok(Some(ev)) => Some((frame(ev.to_vec()), Some(s))),
+                    Ok(None) => match s.finish().await {
+                        Ok(receipt) => receipt_text(&receipt)
+                            .map(|t| (frame(format!(": veil-receipt {t}\n\n").into_bytes()), None)),
                         Err(e) => {
-                            let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "channel_failure"}});
-                            let _ = tx
-                                .send(Ok(Frame::data(Bytes::from(format!("data: {v}\n\n")))))
-                                .await;
-                            return;
+                            tracing::warn!(error = %e, "streamed answer's receipt did not verify");
+                            let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "receipt_invalid"}});
+                            Some((frame(format!("data: {v}\n\n").into_bytes()), None))
                         }
-                    }
-                }
-                match s.finish().await {
-                    Ok(receipt) => {
-                        if let Some(t) = receipt_text(&receipt) {
-                            let _ = tx
-                                .send(Ok(Frame::data(Bytes::from(format!(
-                                    ": veil-receipt {t}\n\n"
-                                )))))
-                                .await;
-                        }
-                    }
+                    },
                     Err(e) => {
-                        tracing::warn!(error = %e, "streamed answer's receipt did not verify");
-                        let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "receipt_invalid"}});
-                        let _ = tx
-                            .send(Ok(Frame::data(Bytes::from(format!("data: {v}\n\n")))))
-                            .await;
+                        let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "channel_failure"}});
+                        Some((frame(format!("data: {v}\n\n").into_bytes()), None))
                     }
                 }
             });
-            let stream =
-                futures::stream::unfold(
-                    rx,
-                    |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
-                );
             let mut r = Response::new(Body::new(StreamBody::new(stream)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
