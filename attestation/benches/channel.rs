@@ -99,14 +99,22 @@ fn round_trip_owned(
 /// (`Target::request_writer`, `ResponseSealer::writer`): the bench copies each body from
 /// its source into that buffer, as an application producing it there would write it,
 /// and each side opens in the buffer it received (the body a view into it).
+///
+/// Returns the whole round trip's time and the channel's share of it: the clock stops
+/// for the channel while the bench writes each body into its writer (the application
+/// producing its body, which the raw AEAD peer never does: it re-seals one buffer), and
+/// runs for everything the channel does: the writers' allocation, framing, padding,
+/// KEM, key schedules, AEAD, parsing, and the wipe of each opened plaintext when it is
+/// dropped.
 fn round_trip_in_place(
     keys: &ServerKeys,
     target: &Target,
     request_body: &[u8],
     response_body: &[u8],
     limits: &Limits,
-) -> usize {
+) -> (Duration, Duration) {
     let key_id = target.key_id();
+    let begin = Instant::now();
     let mut w = target
         .request_writer(
             "POST",
@@ -115,7 +123,9 @@ fn round_trip_in_place(
             request_body.len(),
         )
         .unwrap();
+    let mut app = Instant::now();
     w.extend_from_slice(request_body);
+    let mut writing = app.elapsed();
     let (sealed, pending) = w.seal().unwrap();
     let (opened, sealer) = keys.open_request_owned(&key_id, sealed, limits).unwrap();
     debug_assert_eq!(opened.body.len(), request_body.len());
@@ -123,52 +133,15 @@ fn round_trip_in_place(
     let mut w = sealer
         .writer(200, Headers::new(), response_body.len())
         .unwrap();
+    app = Instant::now();
     w.extend_from_slice(response_body);
-    let reply = w.seal().unwrap();
-    let back = pending.open_owned(reply).unwrap();
-    back.body.len()
-}
-
-/// [`round_trip_in_place`] timed without the application's part: the clock stops while
-/// the bench writes each body into its writer (the application producing its body,
-/// which the raw AEAD peer never does: it re-seals one buffer), and runs for everything
-/// the channel does: the writers' allocation, framing, padding, KEM, key schedules,
-/// AEAD, parsing, and the wipe of each opened plaintext when it is dropped.
-fn channel_work_in_place(
-    keys: &ServerKeys,
-    target: &Target,
-    request_body: &[u8],
-    response_body: &[u8],
-    limits: &Limits,
-) -> Duration {
-    let key_id = target.key_id();
-    let start = Instant::now();
-    let mut w = target
-        .request_writer(
-            "POST",
-            "/v1/chat/completions",
-            Headers::new(),
-            request_body.len(),
-        )
-        .unwrap();
-    let mut spent = start.elapsed();
-    w.extend_from_slice(request_body);
-    let start = Instant::now();
-    let (sealed, pending) = w.seal().unwrap();
-    let (opened, sealer) = keys.open_request_owned(&key_id, sealed, limits).unwrap();
-    debug_assert_eq!(opened.body.len(), request_body.len());
-    drop(opened);
-    let mut w = sealer
-        .writer(200, Headers::new(), response_body.len())
-        .unwrap();
-    spent += start.elapsed();
-    w.extend_from_slice(response_body);
-    let start = Instant::now();
+    writing += app.elapsed();
     let reply = w.seal().unwrap();
     let back = pending.open_owned(reply).unwrap();
     black_box(back.body.len());
     drop(back);
-    spent + start.elapsed()
+    let whole = begin.elapsed();
+    (whole, whole.saturating_sub(writing))
 }
 
 /// One full whole-message round trip; returns the response body length.
@@ -240,54 +213,39 @@ fn channel(c: &mut Criterion) {
         }
         g.finish();
 
-        let mut g = c.benchmark_group("channel_round_trip_in_place");
-        configure(&mut g, len);
+        // The in-place round trip, timed whole and for the channel's share alone.
         let (request_body, response_body) = (body(len), body(len));
-        for aead in AeadKind::ALL {
-            let target = Target::dangerous_unverified(x25519.clone(), aead).unwrap();
-            g.bench_with_input(
-                BenchmarkId::new(format!("x25519+{}", aead_name(aead)), label),
-                &len,
-                |b, _| {
-                    b.iter(|| {
-                        black_box(round_trip_in_place(
-                            &keys,
-                            &target,
-                            &request_body,
-                            &response_body,
-                            &limits,
-                        ))
-                    })
-                },
-            );
+        for (group, channel_only) in [
+            ("channel_round_trip_in_place", false),
+            ("channel_work_in_place", true),
+        ] {
+            let mut g = c.benchmark_group(group);
+            configure(&mut g, len);
+            for aead in AeadKind::ALL {
+                let target = Target::dangerous_unverified(x25519.clone(), aead).unwrap();
+                g.bench_with_input(
+                    BenchmarkId::new(format!("x25519+{}", aead_name(aead)), label),
+                    &len,
+                    |b, _| {
+                        b.iter_custom(|iters| {
+                            (0..iters)
+                                .map(|_| {
+                                    let (whole, channel) = round_trip_in_place(
+                                        &keys,
+                                        &target,
+                                        &request_body,
+                                        &response_body,
+                                        &limits,
+                                    );
+                                    if channel_only { channel } else { whole }
+                                })
+                                .sum::<Duration>()
+                        })
+                    },
+                );
+            }
+            g.finish();
         }
-        g.finish();
-
-        let mut g = c.benchmark_group("channel_work_in_place");
-        configure(&mut g, len);
-        for aead in AeadKind::ALL {
-            let target = Target::dangerous_unverified(x25519.clone(), aead).unwrap();
-            g.bench_with_input(
-                BenchmarkId::new(format!("x25519+{}", aead_name(aead)), label),
-                &len,
-                |b, _| {
-                    b.iter_custom(|iters| {
-                        (0..iters)
-                            .map(|_| {
-                                channel_work_in_place(
-                                    &keys,
-                                    &target,
-                                    &request_body,
-                                    &response_body,
-                                    &limits,
-                                )
-                            })
-                            .sum::<Duration>()
-                    })
-                },
-            );
-        }
-        g.finish();
     }
 
     // The request direction alone: client seal, then enclave open (of one sealed
