@@ -7,10 +7,14 @@
 //!
 //! Each answer's receipt, once the proxy has verified it, is handed to the local client:
 //! as the `Veil-Receipt` response header of a whole answer, and as the server-sent-event
-//! comment `: veil-receipt HEX` after a stream's last event (OpenAI SDKs skip comments).
-//! Its value is the lowercase hex of the receipt's canonical bytes
+//! comment `: veil-receipt HEX` just before a stream's closing `data: [DONE]` (OpenAI
+//! SDKs skip comments). Its value is the lowercase hex of the receipt's canonical bytes
 //! (`veil_attestation::receipt::Receipt::parse`), so an application can keep what the
 //! enclave says it served and billed.
+//!
+//! A stream's `data: [DONE]` is passed on only once its receipt has verified; otherwise
+//! the stream ends with an OpenAI-shaped error event (`receipt_invalid`) instead, as a
+//! stream whose sealed chunks fail to open does (`channel_failure`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -114,24 +118,40 @@ async fn forward(client: &Client, request: &Request, meta: &OuterMeta) -> Respon
             // connection is ready for it (no task or queue between them: one hand-off
             // fewer per event, and upstream is read only as fast as the client reads).
             // Dropping the body (the client went away) drops the stream, which cancels
-            // upstream.
-            let stream = futures::stream::unfold(Some(s), |s| async move {
-                let mut s = s?;
+            // upstream. `data: [DONE]` is held back until the receipt has verified, so a
+            // client sees the end of a stream only with a valid receipt, and an error
+            // event in its place otherwise.
+            let stream = futures::stream::unfold(Some((s, None)), |state| async move {
+                let (mut s, mut done): (_, Option<Vec<u8>>) = state?;
                 let frame = |text: Vec<u8>| Ok::<_, Infallible>(Frame::data(Bytes::from(text)));
-                match s.next_event().await {
-                    Ok(Some(ev)) => Some((frame(ev.to_vec()), Some(s))),
-                    Ok(None) => match s.finish().await {
-                        Ok(receipt) => receipt_text(&receipt)
-                            .map(|t| (frame(format!(": veil-receipt {t}\n\n").into_bytes()), None)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "streamed answer's receipt did not verify");
-                            let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "receipt_invalid"}});
-                            Some((frame(format!("data: {v}\n\n").into_bytes()), None))
+                loop {
+                    match s.next_event().await {
+                        Ok(Some(ev)) if is_done_event(&ev) => done = Some(ev.to_vec()),
+                        Ok(Some(ev)) => {
+                            let mut out = done.take().unwrap_or_default();
+                            out.extend_from_slice(&ev);
+                            return Some((frame(out), Some((s, None))));
                         }
-                    },
-                    Err(e) => {
-                        let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "channel_failure"}});
-                        Some((frame(format!("data: {v}\n\n").into_bytes()), None))
+                        Ok(None) => {
+                            return match s.finish().await {
+                                Ok(receipt) => {
+                                    let mut out = receipt_text(&receipt)
+                                        .map(|t| format!(": veil-receipt {t}\n\n").into_bytes())
+                                        .unwrap_or_default();
+                                    out.extend(done.unwrap_or_default());
+                                    (!out.is_empty()).then(|| (frame(out), None))
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "streamed answer's receipt did not verify");
+                                    let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "receipt_invalid"}});
+                                    Some((frame(format!("data: {v}\n\n").into_bytes()), None))
+                                }
+                            };
+                        }
+                        Err(e) => {
+                            let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "channel_failure"}});
+                            return Some((frame(format!("data: {v}\n\n").into_bytes()), None));
+                        }
                     }
                 }
             });
@@ -146,6 +166,11 @@ async fn forward(client: &Client, request: &Request, meta: &OuterMeta) -> Respon
         }
         Err(e) => client_error(&e),
     }
+}
+
+/// Whether an event is the stream's end, `data: [DONE]`.
+fn is_done_event(ev: &[u8]) -> bool {
+    ev.trim_ascii() == b"data: [DONE]"
 }
 
 /// The response header carrying a whole answer's verified receipt.

@@ -174,6 +174,16 @@ fn proxy_receipt(hex_text: &str) -> veil_attestation::receipt::Receipt {
     veil_attestation::receipt::Receipt::parse(&bytes).unwrap()
 }
 
+/// A proxied stream's receipt comment, which must come just before its closing
+/// `data: [DONE]`, the last line.
+fn stream_receipt(body: &str) -> Option<&str> {
+    let lines: Vec<&str> = body.lines().filter(|l| !l.is_empty()).collect();
+    match lines.as_slice() {
+        [.., comment, "data: [DONE]"] => comment.strip_prefix(": veil-receipt "),
+        _ => None,
+    }
+}
+
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
@@ -282,11 +292,7 @@ fn openai_sdk_and_langchain_through_the_proxy() {
         &streamed.to_string(),
     );
     assert_eq!(status, 200, "{body}");
-    let last = body.trim_end().lines().last().unwrap();
-    let r = proxy_receipt(
-        last.strip_prefix(": veil-receipt ")
-            .unwrap_or_else(|| panic!("{body}")),
-    );
+    let r = proxy_receipt(stream_receipt(&body).unwrap_or_else(|| panic!("{body}")));
     assert_eq!(r.status, 200, "{body}");
     assert!((1..=3).contains(&r.completion_tokens), "{body}");
 
@@ -560,4 +566,227 @@ fn the_proxy_verifies_again_when_the_bundles_change() {
     let (status, body) = http_get(proxy.addr(), "/v1/models");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(CHAT_MODEL), "{body}");
+}
+
+/// What [`tampering_relay`] does to the first chunked OHTTP response it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tamper {
+    /// Flips one bit in the middle of the response body's third HTTP chunk: an
+    /// encrypted OHTTP chunk that carries an event.
+    Chunk,
+    /// Changes one character of the gateway's `veil-receipt` trailer (to another of the
+    /// same kind, so the trailer still parses and only the receipt differs).
+    Trailer,
+}
+
+/// A TCP relay to `upstream` on a free loopback port, as an attacker on the path between
+/// the proxy and the gateway: the first chunked OHTTP response it carries is tampered
+/// with as `mode` says, every other byte passes unchanged, as it arrives.
+fn tampering_relay(upstream: SocketAddr, mode: Tamper) -> SocketAddr {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(upstream) else {
+                return;
+            };
+            let (mut up_from, mut up_to) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up_from, &mut up_to);
+                let _ = up_to.shutdown(std::net::Shutdown::Write);
+            });
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || relay_down(server, client, mode, &done));
+        }
+    });
+    addr
+}
+
+/// Where [`relay_down`] is in the responses it reads.
+enum Down {
+    /// Looking for a response head that announces a chunked OHTTP response.
+    Search,
+    /// In that head, looking for its end.
+    Head,
+    /// Reading the size line of chunk number `index`.
+    Size { index: usize, text: String },
+    /// In chunk number `index`, of `len` bytes, `at` of them read.
+    Data { index: usize, len: usize, at: usize },
+    /// The CRLF after chunk number `index`, `left` bytes of it to come.
+    Crlf { index: usize, left: usize },
+    /// In the trailer section; `value` once the receipt field's name has been read.
+    Trailer { value: bool },
+    /// Done: everything passes.
+    Pass,
+}
+
+/// Copies the gateway's responses to the proxy byte by byte as they arrive, following
+/// the HTTP/1.1 framing of the first chunked OHTTP response to tamper with it.
+fn relay_down(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    mode: Tamper,
+    done: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+    const MARK: &[u8] = b"content-type: message/ohttp-chunked-res";
+    const RECEIPT: &[u8] = b"veil-receipt:";
+    let mut state = if done.load(Ordering::SeqCst) {
+        Down::Pass
+    } else {
+        Down::Search
+    };
+    let mut window: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for b in &mut buf[..n] {
+            window.push(b.to_ascii_lowercase());
+            if window.len() > 64 {
+                window.remove(0);
+            }
+            state = match state {
+                Down::Search if window.ends_with(MARK) => Down::Head,
+                Down::Head if window.ends_with(b"\r\n\r\n") => Down::Size {
+                    index: 0,
+                    text: String::new(),
+                },
+                Down::Size { index, mut text } => {
+                    if *b == b'\n' {
+                        let hex = text.split(';').next().unwrap_or("").trim();
+                        match usize::from_str_radix(hex, 16).unwrap() {
+                            0 => Down::Trailer { value: false },
+                            len => Down::Data { index, len, at: 0 },
+                        }
+                    } else {
+                        text.push(char::from(*b));
+                        Down::Size { index, text }
+                    }
+                }
+                Down::Data { index, len, at } => {
+                    if mode == Tamper::Chunk && index == 2 && at == len / 2 {
+                        *b ^= 0x01;
+                        done.store(true, Ordering::SeqCst);
+                        Down::Pass
+                    } else if at + 1 == len {
+                        Down::Crlf { index, left: 2 }
+                    } else {
+                        Down::Data {
+                            index,
+                            len,
+                            at: at + 1,
+                        }
+                    }
+                }
+                Down::Crlf { index, left: 1 } => Down::Size {
+                    index: index + 1,
+                    text: String::new(),
+                },
+                Down::Crlf { index, left } => Down::Crlf {
+                    index,
+                    left: left - 1,
+                },
+                Down::Trailer { value: false } if window.ends_with(RECEIPT) => {
+                    Down::Trailer { value: true }
+                }
+                Down::Trailer { value: false } if window.ends_with(b"\r\n\r\n") => Down::Pass,
+                Down::Trailer { value: true } if *b == b' ' => Down::Trailer { value: true },
+                Down::Trailer { value: true } => {
+                    if mode == Tamper::Trailer {
+                        *b = match *b {
+                            b'0'..=b'8' | b'a'..=b'y' | b'A'..=b'Y' => *b + 1,
+                            b'9' => b'0',
+                            b'z' => b'a',
+                            b'Z' => b'A',
+                            b'-' => b'_',
+                            _ => b'-',
+                        };
+                        done.store(true, Ordering::SeqCst);
+                    }
+                    Down::Pass
+                }
+                other => other,
+            };
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+#[test]
+fn a_tampered_stream_or_receipt_ends_in_an_openai_shaped_error_event() {
+    let stack = Stack::start();
+    let chat = json!({"model": CHAT_MODEL, "max_tokens": 8, "temperature": 0, "stream": true,
+                      "messages": [{"role": "user", "content": "Write one sentence about the sea."}]});
+    for (mode, code) in [
+        (Tamper::Chunk, "channel_failure"),
+        (Tamper::Trailer, "receipt_invalid"),
+    ] {
+        let relay = tampering_relay(stack.gateway.addr(), mode);
+        let relay_url = format!("http://{relay}");
+        let proxy = start(
+            &bin("veil"),
+            &[
+                "proxy",
+                "--gateway",
+                &relay_url,
+                "--api-key",
+                &stack.api_key,
+                "--listen",
+                "127.0.0.1:0",
+                "--insecure-allow-sim",
+            ],
+        );
+        let (status, head, body) = http(
+            proxy.addr(),
+            "POST",
+            "/v1/chat/completions",
+            &chat.to_string(),
+        );
+        assert_eq!(status, 200, "{mode:?}: {body}");
+        assert!(head.contains("text/event-stream"), "{mode:?}: {head}");
+        let last = body.trim_end().lines().last().unwrap_or_default();
+        let v: Value = serde_json::from_str(
+            last.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("{mode:?}: no closing error event: {body}")),
+        )
+        .unwrap();
+        assert_eq!(v["error"]["code"], code, "{mode:?}: {body}");
+        assert_eq!(v["error"]["type"], "veil_channel_error", "{body}");
+        assert!(v["error"]["param"].is_null(), "{body}");
+        assert!(v["error"]["message"].is_string(), "{body}");
+        assert!(
+            !body.contains(": veil-receipt "),
+            "{mode:?}: a receipt was passed on: {body}"
+        );
+        // The stream never ends cleanly: the tampered chunk stops it, and the
+        // `data: [DONE]` before a receipt that does not verify is held back.
+        assert!(!body.contains("[DONE]"), "{mode:?}: {body}");
+        assert!(
+            body.contains("data: {\"choices\""),
+            "{mode:?}: no events: {body}"
+        );
+
+        // The relay tampers once: the next streamed answer through it is whole, with its
+        // verified receipt.
+        let (status, _, body) = http(
+            proxy.addr(),
+            "POST",
+            "/v1/chat/completions",
+            &chat.to_string(),
+        );
+        assert_eq!(status, 200, "{mode:?}: {body}");
+        let r = proxy_receipt(stream_receipt(&body).unwrap_or_else(|| panic!("{mode:?}: {body}")));
+        assert_eq!(r.status, 200);
+    }
 }
