@@ -72,6 +72,24 @@ fn rfc9458_request_seed_opens() {
     );
 }
 
+/// The X-Wing seed opens to the fuzz targets' X-Wing key, so the fuzzer starts from an
+/// X-Wing request that decapsulates. (It was made with `Target::seal_request` to that
+/// key's configuration, AES-128-GCM: `POST /v1/chat/completions`, a small JSON body.)
+#[test]
+fn xwing_request_seed_opens() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds/ohttp_request/veil-post-xwing-aes128gcm");
+    let data = std::fs::read(&path).unwrap();
+    let (keys, id) = fuzz_checks::xwing_keys();
+    let (request, _) = keys
+        .open_request(id, &data, &veil_attestation::channel::Limits::default())
+        .unwrap();
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/v1/chat/completions")
+    );
+}
+
 #[test]
 fn snp_report_seeds() {
     replay("snp_report", fuzz_checks::snp_report);

@@ -41,20 +41,42 @@ pub fn rfc9458_keys() -> &'static (ServerKeys, KeyId) {
     })
 }
 
-/// Target `ohttp_request`: open a whole request (must return, never panic; what opens
-/// can be answered), and parse the bytes as a key configuration and as a list of them.
+/// A fixed X-Wing private key (its 32-byte seed; key id 2), so that a request sealed to
+/// it is a seed that opens and the fuzzer reaches X-Wing decapsulation.
+pub const XWING_SEED: [u8; 32] = [0x58; 32];
+
+/// The X-Wing keys of [`XWING_SEED`] (built once per process) and the routing id of their
+/// only configuration.
+pub fn xwing_keys() -> &'static (ServerKeys, KeyId) {
+    static KEYS: OnceLock<(ServerKeys, KeyId)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let keys = ServerKeys::dangerous_import(2, KemKind::XWing, &AeadKind::ALL, &XWING_SEED)
+            .expect("the X-Wing seed imports");
+        let id = match keys.configs().configs() {
+            [only] => only.id(),
+            other => panic!("expected one key configuration, found {}", other.len()),
+        };
+        (keys, id)
+    })
+}
+
+/// Target `ohttp_request`: open a whole request, to the RFC 9458 Appendix A X25519 key
+/// and to an X-Wing key (must return, never panic; what opens can be answered), and
+/// parse the bytes as a key configuration and as a list of them.
 pub fn ohttp_request(data: &[u8]) -> bool {
-    let (keys, id) = rfc9458_keys();
-    let opened = match keys.open_request(id, data, &Limits::default()) {
+    // `|`, not `||`: every parser sees every input.
+    open_whole(rfc9458_keys(), data) | open_whole(xwing_keys(), data) | key_configs(data)
+}
+
+fn open_whole((keys, id): &(ServerKeys, KeyId), data: &[u8]) -> bool {
+    match keys.open_request(id, data, &Limits::default()) {
         Ok((_request, sealer)) => {
             let reply = sealer.seal(&Response::new(200, b"{}".to_vec()));
             assert!(reply.is_ok(), "an opened request could not be answered");
             true
         }
         Err(_) => false,
-    };
-    let configs = key_configs(data);
-    opened || configs
+    }
 }
 
 /// Key configurations and lists: what parses re-encodes to exactly the input.
