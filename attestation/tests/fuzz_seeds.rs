@@ -56,19 +56,37 @@ fn receipt_seeds() {
     replay("receipt", fuzz_checks::receipt);
 }
 
-/// The RFC 9458 Appendix A request opens: the gateway key and its seed agree.
-#[test]
-fn rfc9458_request_seed_opens() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/seeds/ohttp_request/rfc9458-appendix-a-request");
-    let data = std::fs::read(&path).unwrap();
-    let (keys, id) = fuzz_checks::rfc9458_keys();
+/// The `ohttp_request` seed `name` opens with `keys` to a `method` request for `path`.
+fn request_seed_opens(
+    name: &str,
+    (keys, id): &(
+        veil_attestation::channel::ServerKeys,
+        veil_attestation::channel::KeyId,
+    ),
+    method: &str,
+    path: &str,
+) {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds/ohttp_request")
+        .join(name);
+    let data = std::fs::read(&file).unwrap();
     let (request, _) = keys
         .open_request(id, &data, &veil_attestation::channel::Limits::default())
         .unwrap();
     assert_eq!(
         (request.method.as_str(), request.path.as_str()),
-        ("GET", "/")
+        (method, path)
+    );
+}
+
+/// The RFC 9458 Appendix A request opens: the gateway key and its seed agree.
+#[test]
+fn rfc9458_request_seed_opens() {
+    request_seed_opens(
+        "rfc9458-appendix-a-request",
+        fuzz_checks::rfc9458_keys(),
+        "GET",
+        "/",
     );
 }
 
@@ -77,16 +95,11 @@ fn rfc9458_request_seed_opens() {
 /// key's configuration, AES-128-GCM: `POST /v1/chat/completions`, a small JSON body.)
 #[test]
 fn xwing_request_seed_opens() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/seeds/ohttp_request/veil-post-xwing-aes128gcm");
-    let data = std::fs::read(&path).unwrap();
-    let (keys, id) = fuzz_checks::xwing_keys();
-    let (request, _) = keys
-        .open_request(id, &data, &veil_attestation::channel::Limits::default())
-        .unwrap();
-    assert_eq!(
-        (request.method.as_str(), request.path.as_str()),
-        ("POST", "/v1/chat/completions")
+    request_seed_opens(
+        "veil-post-xwing-aes128gcm",
+        fuzz_checks::xwing_keys(),
+        "POST",
+        "/v1/chat/completions",
     );
 }
 
