@@ -6,8 +6,9 @@
 //! from `hpke`'s P-256 KEM, from `super::x25519` (DHKEM(X25519)) or from
 //! `super::xwing` (X-Wing); the key schedule (RFC 9180 §5.1, HKDF-SHA256 from the same
 //! `hkdf`/`sha2` crates `hpke` uses) is written out here, and the derived key and base
-//! nonce feed `super::aead` (ring or AWS-LC), which seals and opens in place. Every intermediate secret (shared
-//! secret, PRKs, key, base nonce, exporter secret) is wiped on drop.
+//! nonce feed `super::aead` (ring or AWS-LC), which seals and opens in place. Every
+//! intermediate secret (shared secret, PRKs, key, base nonce, exporter secret) is wiped
+//! on drop.
 
 use std::ops::Deref;
 
