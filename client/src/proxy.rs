@@ -32,8 +32,20 @@ use veil_attestation::channel::Request;
 
 use crate::{Client, ClientError, OuterMeta, Reply, json_request, meta_of};
 
+/// An OpenAI-shaped error object.
+fn error_json(kind: &str, code: &str, message: &str) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+/// A stream's closing error event: the channel failed (`code`), after the status line
+/// and maybe some events had gone out.
+fn error_event(code: &str, e: &ClientError) -> Vec<u8> {
+    let v = error_json("veil_channel_error", code, &e.to_string());
+    format!("data: {v}\n\n").into_bytes()
+}
+
 fn openai_error(status: u16, kind: &str, code: &str, message: &str) -> Response {
-    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    let body = error_json(kind, code, message);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     (
         status,
@@ -143,15 +155,11 @@ async fn forward(client: &Client, request: &Request, meta: &OuterMeta) -> Respon
                                 }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "streamed answer's receipt did not verify");
-                                    let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "receipt_invalid"}});
-                                    Some((frame(format!("data: {v}\n\n").into_bytes()), None))
+                                    Some((frame(error_event("receipt_invalid", &e)), None))
                                 }
                             };
                         }
-                        Err(e) => {
-                            let v = json!({"error": {"message": e.to_string(), "type": "veil_channel_error", "param": null, "code": "channel_failure"}});
-                            return Some((frame(format!("data: {v}\n\n").into_bytes()), None));
-                        }
+                        Err(e) => return Some((frame(error_event("channel_failure", &e)), None)),
                     }
                 }
             });

@@ -30,14 +30,10 @@ pub const RFC9458_GATEWAY_SK: [u8; 32] = [
 pub fn rfc9458_keys() -> &'static (ServerKeys, KeyId) {
     static KEYS: OnceLock<(ServerKeys, KeyId)> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let keys =
+        with_only_id(
             ServerKeys::dangerous_import(1, KemKind::X25519, &AeadKind::ALL, &RFC9458_GATEWAY_SK)
-                .expect("the RFC 9458 Appendix A key imports");
-        let id = match keys.configs().configs() {
-            [only] => only.id(),
-            other => panic!("expected one key configuration, found {}", other.len()),
-        };
-        (keys, id)
+                .expect("the RFC 9458 Appendix A key imports"),
+        )
     })
 }
 
@@ -50,14 +46,20 @@ pub const XWING_SEED: [u8; 32] = [0x58; 32];
 pub fn xwing_keys() -> &'static (ServerKeys, KeyId) {
     static KEYS: OnceLock<(ServerKeys, KeyId)> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let keys = ServerKeys::dangerous_import(2, KemKind::XWing, &AeadKind::ALL, &XWING_SEED)
-            .expect("the X-Wing seed imports");
-        let id = match keys.configs().configs() {
-            [only] => only.id(),
-            other => panic!("expected one key configuration, found {}", other.len()),
-        };
-        (keys, id)
+        with_only_id(
+            ServerKeys::dangerous_import(2, KemKind::XWing, &AeadKind::ALL, &XWING_SEED)
+                .expect("the X-Wing seed imports"),
+        )
     })
+}
+
+/// `keys` and the routing id of their only configuration.
+fn with_only_id(keys: ServerKeys) -> (ServerKeys, KeyId) {
+    let id = match keys.configs().configs() {
+        [only] => only.id(),
+        other => panic!("expected one key configuration, found {}", other.len()),
+    };
+    (keys, id)
 }
 
 /// Target `ohttp_request`: open a whole request, to the RFC 9458 Appendix A X25519 key
